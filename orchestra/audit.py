@@ -1,0 +1,112 @@
+"""The audit trail: append-only events, hash-chained per run.
+
+Each event's ``hash`` covers its own fields and the ``hash`` of the event before
+it, so editing, deleting or reordering any row breaks every hash after it. The
+chain's head lives on the run row, which the caller holds locked for the length
+of its transaction (see ``orchestra.db``), so concurrent writers never fork it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from orchestra.ids import new_id
+from orchestra.models import AuditEvent, Run, utcnow
+from orchestra.redact import redact
+
+GENESIS = "0" * 64
+
+
+def _digest(event: AuditEvent) -> str:
+    body = {
+        "run_id": event.run_id,
+        "seq": event.seq,
+        "type": event.type,
+        "actor": event.actor,
+        "step_id": event.step_id,
+        "at": event.at.isoformat(),
+        "payload": event.payload,
+        "prev_hash": event.prev_hash,
+    }
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+
+
+def record_event(
+    session: Session,
+    run: Run,
+    type: str,
+    *,
+    actor: str = "system",
+    step_id: str | None = None,
+    payload: dict[str, Any] | None = None,
+    at: datetime | None = None,
+) -> AuditEvent:
+    """Append one event to ``run``'s chain. ``run`` must be locked by this transaction."""
+    event = AuditEvent(
+        id=new_id(),
+        run_id=run.id,
+        seq=run.audit_seq + 1,
+        type=type,
+        actor=actor,
+        step_id=step_id,
+        at=at or utcnow(),
+        payload=json.loads(json.dumps(redact(payload or {}), default=str)),
+        prev_hash=run.audit_hash or GENESIS,
+    )
+    event.hash = _digest(event)
+    run.audit_seq = event.seq
+    run.audit_hash = event.hash
+    session.add(event)
+    return event
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The outcome of recomputing a run's chain."""
+
+    verified: bool
+    events: int
+    first_bad_seq: int | None = None
+    reason: str = ""
+
+
+def list_events(session: Session, run_id: str) -> list[AuditEvent]:
+    return list(session.scalars(select(AuditEvent).where(AuditEvent.run_id == run_id).order_by(AuditEvent.seq)))
+
+
+def verify_chain(events: list[AuditEvent], head: str | None = None) -> Verification:
+    """Recompute every hash; report the first event that does not match."""
+    prev = GENESIS
+    for expected_seq, event in enumerate(events, start=1):
+        if event.seq != expected_seq:
+            return Verification(False, len(events), expected_seq, f"event {expected_seq} is missing")
+        if event.prev_hash != prev:
+            return Verification(False, len(events), event.seq, f"event {event.seq} does not link to the event before it")
+        if _digest(event) != event.hash:
+            return Verification(False, len(events), event.seq, f"event {event.seq} ({event.type}) was altered")
+        prev = event.hash
+    if head is not None and events and head != prev:
+        return Verification(False, len(events), len(events) + 1, "events after the last one were deleted")
+    return Verification(True, len(events))
+
+
+def event_dict(event: AuditEvent) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "run_id": event.run_id,
+        "seq": event.seq,
+        "type": event.type,
+        "actor": event.actor,
+        "step_id": event.step_id,
+        "at": event.at.isoformat(),
+        "payload": event.payload,
+        "prev_hash": event.prev_hash,
+        "hash": event.hash,
+    }

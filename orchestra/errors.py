@@ -1,0 +1,127 @@
+"""Orchestra's exceptions. Third-party errors are translated at the boundary.
+
+Tree::
+
+    OrchestraError
+    ├── ConfigError                 settings, config/ files, embedded services
+    ├── SpecError                   a workflow spec does not validate (carries .errors)
+    ├── NotFound                    unknown workflow, run, task or key
+    ├── InputError                  run input or a form fails its JSON Schema (carries .errors)
+    ├── Conflict                    idempotency key reused with another body, state race
+    ├── StepError                   a step failed while running
+    │   ├── StepTimeout             a step ran past its timeout
+    │   └── TemplateError           a template or condition failed to render
+    ├── ConnectorError              a connector call failed (retryable depends on cause)
+    │   └── GuardrailBlocked        a call was refused by policy
+    ├── WaitError                   human tasks and signals
+    │   ├── AlreadyDecided
+    │   ├── TaskExpired
+    │   └── NotAssignee
+    └── AuthError                   missing or bad credentials
+        └── Forbidden               a role that may not do this
+
+``retryable`` says whether the step runtime should try the step again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class OrchestraError(Exception):
+    """Root of every error Orchestra raises on purpose."""
+
+    retryable: bool = False
+
+    def __init__(self, message: str, *, retryable: bool | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if retryable is not None:
+            self.retryable = retryable
+
+
+class ConfigError(OrchestraError):
+    """Settings or files under config/ are wrong."""
+
+
+class ErrorList(OrchestraError):
+    """An error carrying a list of ``{"loc": [...], "msg": str, "type": str}`` items."""
+
+    def __init__(self, message: str, errors: list[dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.errors = errors
+
+    def __str__(self) -> str:
+        lines = [self.message]
+        for err in self.errors:
+            loc = ".".join(str(p) for p in err.get("loc", ())) or "(root)"
+            lines.append(f"  {loc}: {err['msg']}")
+        return "\n".join(lines)
+
+
+class SpecError(ErrorList):
+    """A workflow spec failed validation."""
+
+
+class InputError(ErrorList):
+    """Input failed a JSON Schema (a workflow's input_schema or a task's form)."""
+
+
+class NotFound(OrchestraError):
+    """An id or name that does not exist."""
+
+
+class Conflict(OrchestraError):
+    """The request clashes with what is already recorded."""
+
+
+class StepError(OrchestraError):
+    """A step failed. Retryable unless said otherwise."""
+
+    retryable = True
+
+
+class StepTimeout(StepError):
+    """A step ran longer than its ``timeout``."""
+
+
+class TemplateError(StepError):
+    """A template or condition could not be evaluated; retrying will not help."""
+
+    retryable = False
+
+
+class ConnectorError(OrchestraError):
+    """A connector call failed."""
+
+
+class GuardrailBlocked(ConnectorError):
+    """A call was refused by a connector's or workflow's policy."""
+
+    def __init__(self, message: str, *, rule: str) -> None:
+        super().__init__(message, retryable=False)
+        self.rule = rule
+
+
+class WaitError(OrchestraError):
+    """Human tasks and signals."""
+
+
+class AlreadyDecided(WaitError, Conflict):
+    """A second decision on a task."""
+
+
+class TaskExpired(WaitError, Conflict):
+    """A decision on a task that expired or was closed."""
+
+
+class NotAssignee(WaitError):
+    """A decision by someone the task is not assigned to."""
+
+
+class AuthError(OrchestraError):
+    """No credentials, or bad ones."""
+
+
+class Forbidden(AuthError):
+    """Valid credentials whose role may not do this."""

@@ -1,0 +1,149 @@
+"""The results database: workflow specs, runs, step executions and the audit trail.
+
+The database is the truth about where a run stands; a Celery canvas is only the
+plan for what remains. Migrations live in ``orchestra/migrations``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every database (SQLite forgets the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given to the results database; use orchestra.models.utcnow()")
+        return value.astimezone(timezone.utc) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value
+
+
+class RunStatus(str, Enum):
+    pending = "pending"  # recorded, not yet picked up by a worker
+    running = "running"  # at least one step has started
+    waiting = "waiting"  # parked on a person or a signal; holds no worker
+    succeeded = "succeeded"  # every step ended succeeded or skipped
+    failed = "failed"  # a step failed after its last attempt
+    cancelled = "cancelled"  # stopped by a person
+
+
+class StepStatus(str, Enum):
+    pending = "pending"  # not started; its needs may not be met yet
+    running = "running"  # held by a worker under a lease
+    waiting = "waiting"  # parked on a person or a signal
+    succeeded = "succeeded"  # output recorded; never executed again
+    failed = "failed"  # last attempt failed
+    skipped = "skipped"  # its `if` was false
+    cancelled = "cancelled"  # its run was cancelled
+
+
+TERMINAL_RUN = frozenset({RunStatus.succeeded, RunStatus.failed, RunStatus.cancelled})
+DONE_STEP = frozenset({StepStatus.succeeded, StepStatus.skipped})  # a need that is met
+ENDED_STEP = frozenset({StepStatus.succeeded, StepStatus.skipped, StepStatus.failed, StepStatus.cancelled})
+
+# The whole step row when a step has no fan-out; the parent row of a fan-out.
+NO_ITEM = -1
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON}
+
+
+class Workflow(Base):
+    """One registered version of a workflow spec."""
+
+    __tablename__ = "workflows"
+    __table_args__ = (UniqueConstraint("name", "version", name="uq_workflow_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    spec: Mapped[dict[str, Any]]
+    spec_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Run(Base):
+    """A run of one workflow version. Holds the head of its audit chain."""
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        UniqueConstraint("workflow", "idempotency_key", name="uq_run_idempotency"),
+        Index("ix_runs_workflow_status", "workflow", "status"),
+        Index("ix_runs_status_updated", "status", "updated_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    workflow: Mapped[str] = mapped_column(String(100))
+    version: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default=RunStatus.pending.value)
+    input: Mapped[Any] = mapped_column(JSON)
+    output: Mapped[Any | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    submitted_by: Mapped[str] = mapped_column(String(200), default="system")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    audit_seq: Mapped[int] = mapped_column(Integer, default=0)
+    audit_hash: Mapped[str] = mapped_column(String(64), default="")
+
+
+class StepRun(Base):
+    """One execution record: a step of a run, or one item of a fan-out step."""
+
+    __tablename__ = "step_runs"
+    __table_args__ = (
+        UniqueConstraint("run_id", "step_id", "item", name="uq_step_item"),
+        Index("ix_step_runs_lease", "status", "lease_expires_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    step_id: Mapped[str] = mapped_column(String(100))
+    item: Mapped[int] = mapped_column(Integer, default=NO_ITEM)
+    status: Mapped[str] = mapped_column(String(16), default=StepStatus.pending.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    input: Mapped[Any | None] = mapped_column(JSON, nullable=True)  # rendered `with`, or the fan-out item
+    output: Mapped[Any | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    lease_token: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class AuditEvent(Base):
+    """An append-only, hash-chained record of something that acted on a run."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (UniqueConstraint("run_id", "seq", name="uq_audit_seq"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    type: Mapped[str] = mapped_column(String(50))
+    actor: Mapped[str] = mapped_column(String(200))
+    step_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    payload: Mapped[Any] = mapped_column(JSON)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))

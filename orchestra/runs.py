@@ -1,0 +1,213 @@
+"""Runs: submission, reading, cancel and retry. Every change is audited.
+
+Submission validates the input and writes the run, its step rows and its
+``run.submitted`` event in one transaction before anything is enqueued, so a
+broker outage leaves a ``pending`` run that the sweeper dispatches later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from typing import Any
+
+import jsonschema
+from kombu.exceptions import OperationalError as KombuOperationalError
+from redis.exceptions import RedisError
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from orchestra import db
+from orchestra.audit import record_event
+from orchestra.errors import Conflict, InputError, NotFound, OrchestraError
+from orchestra.ids import is_uuid, new_id
+from orchestra.models import NO_ITEM, TERMINAL_RUN, Run, RunStatus, StepRun, StepStatus, utcnow
+from orchestra.spec import WorkflowSpec
+from orchestra.workflows import get_workflow
+
+log = logging.getLogger(__name__)
+
+
+class Unavailable(OrchestraError):
+    """The broker could not take the run; it is recorded as pending and will be dispatched later."""
+
+    retryable = True
+
+    def __init__(self, message: str, run_id: str) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+
+
+def validate_input(spec: WorkflowSpec, data: Any) -> None:
+    """Raise ``InputError`` listing every way ``data`` breaks the workflow's input_schema."""
+    validator = jsonschema.validators.validator_for(spec.input_schema)(spec.input_schema)
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise InputError(
+            f"input does not match the input_schema of '{spec.name}'",
+            [{"loc": ["input", *e.absolute_path], "msg": f"{e.message}; fix the input to match the schema", "type": e.validator}
+             for e in errors],
+        )
+
+
+def _request_hash(workflow: str, version: int | None, data: Any) -> str:
+    body = json.dumps({"workflow": workflow, "version": version, "input": data}, sort_keys=True, default=str)
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def submit_run(
+    workflow: str,
+    data: Any,
+    *,
+    version: int | None = None,
+    idempotency_key: str | None = None,
+    actor: str = "system",
+    dispatch: bool = True,
+) -> tuple[Run, bool]:
+    """Record and enqueue a run. Returns ``(run, created)``; ``created`` is False for an idempotent repeat."""
+    request_hash = _request_hash(workflow, version, data)
+    if idempotency_key:
+        existing = _find_idempotent(workflow, idempotency_key, request_hash)
+        if existing is not None:
+            return existing, False
+    spec = get_workflow(workflow, version)
+    validate_input(spec, data)
+    run = Run(id=new_id(), workflow=spec.name, version=spec.version or 1, status=RunStatus.pending.value, input=data,
+              idempotency_key=idempotency_key, request_hash=request_hash, submitted_by=actor,
+              audit_seq=0, audit_hash="", created_at=utcnow(), updated_at=utcnow())
+    try:
+        with db.write_session() as session:
+            session.add(run)
+            session.flush()
+            session.add_all(StepRun(id=new_id(), run_id=run.id, step_id=s.id, item=NO_ITEM, status=StepStatus.pending.value,
+                                    attempts=0) for s in spec.steps)
+            record_event(session, run, "run.submitted", actor=actor,
+                         payload={"workflow": spec.name, "version": run.version, "input": data,
+                                  "idempotency_key": idempotency_key})
+    except IntegrityError:
+        if idempotency_key:
+            existing = _find_idempotent(workflow, idempotency_key, request_hash)
+            if existing is not None:
+                return existing, False
+        raise
+    if dispatch:
+        enqueue(run.id)
+    return run, True
+
+
+def _find_idempotent(workflow: str, key: str, request_hash: str) -> Run | None:
+    with db.read_session() as session:
+        run = session.scalars(select(Run).where(Run.workflow == workflow, Run.idempotency_key == key)).first()
+    if run is not None and run.request_hash != request_hash:
+        raise Conflict(f"idempotency key '{key}' was already used for run {run.id} with a different body; "
+                       "use a new key for a different request")
+    return run
+
+
+def enqueue(run_id: str) -> None:
+    """Send the run's canvas; raise ``Unavailable`` (the run stays pending) if the broker is down."""
+    from orchestra.compiler import dispatch_run
+
+    try:
+        dispatch_run(run_id)
+    except (OSError, KombuOperationalError, RedisError) as exc:
+        log.warning("run %s is recorded but could not be enqueued: %s", run_id, exc)
+        raise Unavailable(f"run {run_id} is recorded but the broker is unavailable; it will be dispatched "
+                          "when Redis is back (the sweeper retries pending runs)", run_id) from exc
+
+
+def get_run(run_id: str) -> Run:
+    if not is_uuid(run_id):
+        raise NotFound(f"'{run_id}' is not a run id; run ids are UUIDs, list them with `orchestra runs`")
+    with db.read_session() as session:
+        run = session.get(Run, run_id)
+    if run is None:
+        raise NotFound(f"no run {run_id}; list runs with `orchestra runs`")
+    return run
+
+
+def run_view(run_id: str) -> dict[str, Any]:
+    """The run as the API shows it, steps in spec order."""
+    run = get_run(run_id)
+    with db.read_session() as session:
+        rows = list(session.scalars(select(StepRun).where(StepRun.run_id == run_id).order_by(StepRun.step_id, StepRun.item)))
+    spec = get_workflow(run.workflow, run.version)
+    position = {sid: i for i, sid in enumerate(s.id for s in spec.steps)}
+    rows.sort(key=lambda r: (position.get(r.step_id, 1 << 30), r.item))
+    return {
+        "id": run.id, "workflow": run.workflow, "version": run.version, "status": run.status, "input": run.input,
+        "output": run.output, "error": run.error, "submitted_by": run.submitted_by,
+        "steps": [
+            {"id": r.step_id, "item": None if r.item == NO_ITEM else r.item, "status": r.status, "attempts": r.attempts,
+             "output": r.output, "error": r.error,
+             "started_at": r.started_at.isoformat() if r.started_at else None,
+             "finished_at": r.finished_at.isoformat() if r.finished_at else None}
+            for r in rows
+        ],
+        "created_at": run.created_at.isoformat(), "updated_at": run.updated_at.isoformat(),
+    }
+
+
+def list_runs(*, workflow: str | None = None, status: str | None = None, limit: int = 50,
+              cursor: str | None = None, submitted_by: str | None = None) -> tuple[list[Run], str | None]:
+    """Newest first. ``cursor`` is the last id of the previous page."""
+    query = select(Run).order_by(Run.id.desc()).limit(limit + 1)
+    if workflow:
+        query = query.where(Run.workflow == workflow)
+    if status:
+        query = query.where(Run.status == status)
+    if cursor:
+        query = query.where(Run.id < cursor)
+    if submitted_by:
+        query = query.where(Run.submitted_by == submitted_by)
+    with db.read_session() as session:
+        runs = list(session.scalars(query))
+    more = len(runs) > limit
+    runs = runs[:limit]
+    return runs, (runs[-1].id if more and runs else None)
+
+
+def cancel_run(run_id: str, *, actor: str = "system", reason: str = "") -> Run:
+    """End a run that has not ended; its open steps become cancelled."""
+    get_run(run_id)
+    with db.write_session() as session:
+        run = session.get(Run, run_id, with_for_update=True)
+        assert run is not None
+        if run.status in TERMINAL_RUN:
+            raise Conflict(f"run {run_id} already ended as {run.status}; only pending, running or waiting runs can be cancelled")
+        open_states = [StepStatus.pending.value, StepStatus.running.value, StepStatus.waiting.value]
+        session.execute(update(StepRun).where(StepRun.run_id == run_id, StepRun.status.in_(open_states))
+                        .values(status=StepStatus.cancelled.value, finished_at=utcnow(), lease_token=None,
+                                lease_expires_at=None))
+        run.status = RunStatus.cancelled.value
+        run.updated_at = utcnow()
+        run.error = reason or f"cancelled by {actor}"
+        record_event(session, run, "run.cancelled", actor=actor, payload={"reason": reason})
+        for hook in CANCEL_HOOKS:
+            hook(session, run, actor)
+    return run
+
+
+# Called inside the cancel transaction, e.g. to close a run's open human tasks.
+CANCEL_HOOKS: list[Any] = []
+
+
+def retry_run(run_id: str, *, actor: str = "system") -> Run:
+    """Resume a failed run; steps that succeeded are kept and not run again."""
+    get_run(run_id)
+    with db.write_session() as session:
+        run = session.get(Run, run_id, with_for_update=True)
+        assert run is not None
+        if run.status != RunStatus.failed.value:
+            raise Conflict(f"run {run_id} is {run.status}; only failed runs can be retried")
+        failed = list(session.scalars(select(StepRun).where(StepRun.run_id == run_id,
+                                                            StepRun.status == StepStatus.failed.value)))
+        for row in failed:
+            row.status, row.error, row.attempts = StepStatus.pending.value, None, 0
+            row.lease_token = row.lease_expires_at = row.finished_at = None
+        run.status, run.error, run.updated_at = RunStatus.running.value, None, utcnow()
+        record_event(session, run, "run.retried", actor=actor,
+                     payload={"steps": sorted({f"{r.step_id}" + (f"[{r.item}]" if r.item >= 0 else "") for r in failed})})
+    enqueue(run_id)
+    return run

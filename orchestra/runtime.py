@@ -1,0 +1,378 @@
+"""The step runtime: the Celery tasks that carry out a compiled run.
+
+``orchestra.step`` runs one step (or one item of a fan-out) in three moves:
+
+1. ``claim_step`` — one transaction: check the run and the step's needs, evaluate
+   ``if``, render ``with``, mark the step running under a lease, audit it. A step
+   already recorded as succeeded is never executed again; a message for a step
+   whose needs are not met, or whose lease another live worker holds, does nothing.
+2. the step kind runs (``orchestra.steps``), with the lease renewed by heartbeats.
+3. ``complete_step`` / ``fail_step`` / ``park_step`` — one transaction each.
+
+``orchestra.collect`` joins a fan-out, ``orchestra.advance`` compiles the next
+segment, and ``orchestra.finish`` ends the run once every step has ended.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Task, shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy import and_, or_, select
+
+from orchestra import db, leases, templates
+from orchestra.audit import record_event
+from orchestra.compiler import dispatch_run, fanout_canvas
+from orchestra.errors import OrchestraError, StepError, StepTimeout, TemplateError
+from orchestra.ids import new_id
+from orchestra.models import DONE_STEP, NO_ITEM, TERMINAL_RUN, Run, RunStatus, StepRun, StepStatus, utcnow
+from orchestra.spec import Step, WorkflowSpec
+from orchestra.steps.base import Park, StepCall, get_kind
+from orchestra.workflows import get_workflow
+
+log = logging.getLogger(__name__)
+
+MAX_OUTPUT_BYTES = 1_000_000
+
+
+class Outcome:
+    RUN = "run"  # claimed: execute it
+    DONE = "done"  # already ended well; nothing to do
+    PASS = "pass"  # not ready, held elsewhere, or the run ended
+    FANOUT = "fanout"  # a for_each parent: send its items
+
+
+@dataclass
+class Claim:
+    outcome: str
+    call: StepCall | None = None
+    token: str = ""
+    items: int = 0
+
+
+def step_context(run: Run, rows: list[StepRun], item: Any = None) -> dict[str, Any]:
+    """What templates and conditions see."""
+    steps = {r.step_id: {"output": r.output, "status": r.status} for r in rows if r.item == NO_ITEM}
+    return {"input": run.input, "steps": steps, "item": item,
+            "run": {"id": run.id, "workflow": run.workflow, "version": run.version, "submitted_by": run.submitted_by}}
+
+
+def _load_rows(session: Any, run_id: str, spec: WorkflowSpec, step_id: str, item: int) -> dict[tuple[str, int], StepRun]:
+    step = spec.by_id[step_id]
+    wanted = set(step.needs or []) | spec.reads[step_id] | {step_id}
+    query = select(StepRun).where(
+        StepRun.run_id == run_id, StepRun.step_id.in_(wanted),
+        or_(StepRun.item == NO_ITEM, and_(StepRun.step_id == step_id, StepRun.item == item)),
+    )
+    return {(r.step_id, r.item): r for r in session.scalars(query)}
+
+
+def claim_step(run_id: str, step_id: str, item: int) -> Claim:
+    """Decide, in one transaction, whether this message runs the step."""
+    with db.write_session() as session:
+        run = session.get(Run, run_id, with_for_update=True)
+        if run is None or run.status in TERMINAL_RUN:
+            return Claim(Outcome.PASS)
+        spec = get_workflow(run.workflow, run.version)
+        step = spec.by_id[step_id]
+        rows = _load_rows(session, run_id, spec, step_id, item)
+        row = rows.get((step_id, item))
+        parent = rows.get((step_id, NO_ITEM))
+        if row is None or parent is None:
+            return Claim(Outcome.PASS)
+        if row.status in DONE_STEP:
+            return Claim(Outcome.DONE)
+        if not _claimable(row) or any(rows.get((n, NO_ITEM)) is None or rows[(n, NO_ITEM)].status not in DONE_STEP
+                                      for n in step.needs or []):
+            return Claim(Outcome.PASS)
+        if item >= 0 and parent.status != StepStatus.running.value:
+            return Claim(Outcome.PASS)
+        context = step_context(run, list(rows.values()), row.input if item >= 0 else None)
+        try:
+            return _claim_ready(session, run, spec, step, row, context)
+        except TemplateError as exc:
+            _record_failure(session, run, row, parent, exc)
+            return Claim(Outcome.PASS)
+
+
+def _claimable(row: StepRun) -> bool:
+    if row.status == StepStatus.pending.value:
+        return True
+    if row.status == StepStatus.running.value:
+        return row.lease_expires_at is None or row.lease_expires_at <= utcnow()
+    return False
+
+
+def _claim_ready(session: Any, run: Run, spec: WorkflowSpec, step: Step, row: StepRun, context: dict[str, Any]) -> Claim:
+    now = utcnow()
+    if run.status in (RunStatus.pending.value, RunStatus.waiting.value):
+        if run.status == RunStatus.pending.value:
+            record_event(session, run, "run.started", payload={"workflow": run.workflow, "version": run.version})
+        run.status = RunStatus.running.value
+    run.updated_at = now
+    if row.item == NO_ITEM and step.if_ and not templates.evaluate(step.if_, context):
+        row.status, row.finished_at = StepStatus.skipped.value, now
+        record_event(session, run, "step.skipped", step_id=step.id, payload={"if": step.if_})
+        return Claim(Outcome.DONE)
+    if row.item == NO_ITEM and step.for_each:
+        return _start_fanout(session, run, step, row, context)
+    params = templates.render(step.with_, context)
+    token = new_id()
+    row.status, row.attempts, row.input = StepStatus.running.value, row.attempts + 1, params
+    row.started_at = row.started_at or now
+    row.lease_token, row.lease_expires_at = token, leases.expiry()
+    record_event(session, run, "step.started", step_id=step.id,
+                 payload={"attempt": row.attempts, **({"item": row.item} if row.item >= 0 else {})})
+    call = StepCall(run_id=run.id, step_id=step.id, item=row.item, attempt=row.attempts, spec=spec, step=step,
+                    params=params, context=context, actor=run.submitted_by, execution_id=row.id)
+    return Claim(Outcome.RUN, call=call, token=token)
+
+
+def _start_fanout(session: Any, run: Run, step: Step, row: StepRun, context: dict[str, Any]) -> Claim:
+    items = templates.evaluate(step.for_each or "", context)
+    if not isinstance(items, list):
+        raise TemplateError(f"for_each `{step.for_each}` gave {type(items).__name__}, not a list; make it name a list")
+    now = utcnow()
+    existing = {r.item for r in session.scalars(select(StepRun).where(StepRun.run_id == run.id, StepRun.step_id == step.id,
+                                                                          StepRun.item >= 0))}
+    session.add_all(StepRun(id=new_id(), run_id=run.id, step_id=step.id, item=i, status=StepStatus.pending.value,
+                            attempts=0, input=value) for i, value in enumerate(items) if i not in existing)
+    row.status, row.started_at, row.attempts = StepStatus.running.value, row.started_at or now, row.attempts + 1
+    row.input = {"items": len(items)}
+    record_event(session, run, "step.started", step_id=step.id, payload={"items": len(items)})
+    if not items:
+        row.status, row.output, row.finished_at = StepStatus.succeeded.value, [], now
+        record_event(session, run, "step.succeeded", step_id=step.id, payload={"items": 0})
+        return Claim(Outcome.DONE)
+    return Claim(Outcome.FANOUT, items=len(items))
+
+
+def complete_step(run_id: str, row_id: str, token: str, output: Any) -> bool:
+    """Record a step's output. False if the lease was lost to another worker meanwhile."""
+    with db.write_session() as session:
+        run = session.get(Run, run_id, with_for_update=True)
+        row = session.get(StepRun, row_id)
+        if run is None or row is None or row.lease_token != token or row.status != StepStatus.running.value:
+            return False
+        now = utcnow()
+        row.status, row.output, row.error, row.finished_at = StepStatus.succeeded.value, output, None, now
+        row.lease_token = row.lease_expires_at = None
+        run.updated_at = now
+        duration = (now - row.started_at).total_seconds() if row.started_at else None
+        record_event(session, run, "step.succeeded", step_id=row.step_id,
+                     payload={"attempt": row.attempts, "duration_s": duration, **({"item": row.item} if row.item >= 0 else {})})
+    return True
+
+
+def schedule_retry(run_id: str, row_id: str, token: str, error: str, delay: float) -> bool:
+    """Put a failed attempt back to pending; the lease covers the backoff so the sweeper leaves it alone."""
+    with db.write_session() as session:
+        run = session.get(Run, run_id, with_for_update=True)
+        row = session.get(StepRun, row_id)
+        if run is None or row is None or row.lease_token != token:
+            return False
+        row.status, row.error = StepStatus.pending.value, error
+        row.lease_expires_at = leases.expiry(delay)
+        run.updated_at = utcnow()
+        record_event(session, run, "step.retrying", step_id=row.step_id,
+                     payload={"attempt": row.attempts, "error": error, "delay_s": delay,
+                              **({"item": row.item} if row.item >= 0 else {})})
+    return True
+
+
+def hold_back(run_id: str, row_id: str, token: str, delay: float) -> bool:
+    """A connector said "not yet" (rate limit): give the attempt back and wait, holding no worker."""
+    with db.write_session() as session:
+        row = session.get(StepRun, row_id, with_for_update=True)
+        if row is None or row.lease_token != token:
+            return False
+        row.status, row.attempts = StepStatus.pending.value, max(0, row.attempts - 1)
+        row.lease_expires_at = leases.expiry(delay)
+    return True
+
+
+def fail_step(run_id: str, row_id: str, token: str | None, exc: BaseException) -> None:
+    """The last attempt failed: the step, and with it the run, fail with the error recorded."""
+    with db.write_session() as session:
+        run = session.get(Run, run_id, with_for_update=True)
+        row = session.get(StepRun, row_id)
+        if run is None or row is None or (token is not None and row.lease_token != token):
+            return
+        parent = row if row.item == NO_ITEM else session.scalars(
+            select(StepRun).where(StepRun.run_id == run_id, StepRun.step_id == row.step_id, StepRun.item == NO_ITEM)).one()
+        _record_failure(session, run, row, parent, exc)
+
+
+def _record_failure(session: Any, run: Run, row: StepRun, parent: StepRun, exc: BaseException) -> None:
+    now = utcnow()
+    message = describe(exc)
+    label = row.step_id + (f"[{row.item}]" if row.item >= 0 else "")
+    for target in {row.id: row, parent.id: parent}.values():
+        target.status, target.error, target.finished_at = StepStatus.failed.value, message, now
+        target.lease_token = target.lease_expires_at = None
+    record_event(session, run, "step.failed", step_id=row.step_id,
+                 payload={"attempt": row.attempts, "error": message, **({"item": row.item} if row.item >= 0 else {})})
+    if run.status not in TERMINAL_RUN:
+        run.status, run.error, run.updated_at = RunStatus.failed.value, f"step {label} failed: {message}", now
+        record_event(session, run, "run.failed", payload={"step": label, "error": message})
+
+
+def park_step(run_id: str, row_id: str, token: str, park: Park) -> bool:
+    """Leave the step waiting: no lease, no worker; the run waits unless other branches still run."""
+    with db.write_session() as session:
+        run = session.get(Run, run_id, with_for_update=True)
+        row = session.get(StepRun, row_id)
+        if run is None or row is None or row.lease_token != token:
+            return False
+        row.status, row.lease_token, row.lease_expires_at = StepStatus.waiting.value, None, None
+        if run.status not in TERMINAL_RUN:
+            run.status = RunStatus.waiting.value
+        run.updated_at = utcnow()
+        record_event(session, run, park.event, step_id=row.step_id, payload=park.audit)
+    if park.after_commit is not None:
+        park.after_commit()
+    return True
+
+
+def describe(exc: BaseException) -> str:
+    from orchestra.redact import redact_text
+
+    if isinstance(exc, OrchestraError):
+        return redact_text(exc.message)
+    return redact_text(f"{type(exc).__name__}: {exc}")
+
+
+def _serialisable(output: Any) -> Any:
+    try:
+        text = json.dumps(output)
+    except (TypeError, ValueError) as exc:
+        raise StepError(f"the step returned something that is not JSON ({exc}); return dicts, lists, str, "
+                        "numbers, bools or None", retryable=False) from exc
+    if len(text) > MAX_OUTPUT_BYTES:
+        raise StepError(f"the step's output is {len(text)} bytes, over the {MAX_OUTPUT_BYTES} byte limit; "
+                        "store large data elsewhere and return a reference", retryable=False)
+    return output
+
+
+def execute(task: Task, claim: Claim) -> None:
+    """Run a claimed step and record what happened."""
+    call = claim.call
+    assert call is not None
+    leases.hold(call.execution_id, claim.token)
+    try:
+        output = _serialisable(get_kind(call.step.kind).execute(call))
+    except Park as park:
+        park_step(call.run_id, call.execution_id, claim.token, park)
+        return
+    except Exception as exc:  # noqa: BLE001 - every failure is recorded, typed or not
+        _handle_failure(task, call, claim.token, exc)
+        return
+    finally:
+        leases.release(call.execution_id)
+    complete_step(call.run_id, call.execution_id, claim.token, output)
+
+
+def _handle_failure(task: Task, call: StepCall, token: str, exc: BaseException) -> None:
+    if isinstance(exc, SoftTimeLimitExceeded):
+        exc = StepTimeout(f"step ran past its timeout of {call.step.timeout}s; raise `timeout` or make it faster")
+    held_back = getattr(exc, "retry_after", None)
+    if held_back is not None and getattr(exc, "retryable", False) and getattr(exc, "holds_back", False):
+        if hold_back(call.run_id, call.execution_id, token, float(held_back)):
+            raise task.retry(countdown=float(held_back), max_retries=None)
+        return
+    retryable = exc.retryable if isinstance(exc, OrchestraError) else True
+    if retryable and call.attempt < call.step.retry.attempts:
+        delay = call.step.retry.delay(call.attempt)
+        if held_back is not None:
+            delay = max(delay, float(held_back))
+        if schedule_retry(call.run_id, call.execution_id, token, describe(exc), delay):
+            raise task.retry(countdown=delay, max_retries=None)
+        return
+    log.info("step %s of run %s failed: %s", call.step_id, call.run_id, describe(exc))
+    fail_step(call.run_id, call.execution_id, token, exc)
+
+
+@shared_task(name="orchestra.step", bind=True, acks_late=True, max_retries=None)
+def run_step(self: Task, run_id: str, step_id: str, item: int = NO_ITEM) -> None:
+    """Run one step (or one fan-out item) of a run. Safe to deliver more than once."""
+    claim = claim_step(run_id, step_id, item)
+    if claim.outcome == Outcome.RUN:
+        execute(self, claim)
+    elif claim.outcome == Outcome.FANOUT:
+        spec = get_workflow(*_run_workflow(run_id))
+        raise self.replace(fanout_canvas(spec, run_id, step_id, claim.items))
+
+
+def _run_workflow(run_id: str) -> tuple[str, int]:
+    with db.read_session() as session:
+        run = session.get(Run, run_id)
+        assert run is not None
+        return run.workflow, run.version
+
+
+@shared_task(name="orchestra.collect", acks_late=True)
+def collect_fanout(run_id: str, step_id: str) -> None:
+    """Join a fan-out: the parent step succeeds with its items' outputs, in order."""
+    with db.write_session() as session:
+        run = session.get(Run, run_id, with_for_update=True)
+        if run is None or run.status in TERMINAL_RUN:
+            return
+        rows = list(session.scalars(select(StepRun).where(StepRun.run_id == run_id, StepRun.step_id == step_id)
+                                    .order_by(StepRun.item)))
+        parent = next((r for r in rows if r.item == NO_ITEM), None)
+        items = [r for r in rows if r.item >= 0]
+        if parent is None or parent.status != StepStatus.running.value:
+            return
+        if any(r.status not in DONE_STEP for r in items):
+            return
+        now = utcnow()
+        parent.status, parent.output, parent.finished_at = StepStatus.succeeded.value, [r.output for r in items], now
+        run.updated_at = now
+        record_event(session, run, "step.succeeded", step_id=step_id, payload={"items": len(items)})
+
+
+@shared_task(name="orchestra.advance", acks_late=True)
+def advance_run(run_id: str) -> None:
+    """End of a segment: compile and send the next one from the database."""
+    with db.read_session() as session:
+        run = session.get(Run, run_id)
+        if run is None or run.status in TERMINAL_RUN:
+            return
+    dispatch_run(run_id)
+
+
+@shared_task(name="orchestra.finish", acks_late=True)
+def finish_run(run_id: str) -> None:
+    """End the run if every step has ended; otherwise leave it to whoever finishes last."""
+    with db.write_session() as session:
+        run = session.get(Run, run_id, with_for_update=True)
+        if run is None or run.status in TERMINAL_RUN:
+            return
+        rows = list(session.scalars(select(StepRun).where(StepRun.run_id == run_id, StepRun.item == NO_ITEM)))
+        statuses = {r.status for r in rows}
+        if statuses <= {s.value for s in DONE_STEP}:
+            _succeed_run(session, run, rows)
+        elif StepStatus.waiting.value in statuses and not statuses & {StepStatus.running.value}:
+            run.status = RunStatus.waiting.value
+
+
+def _succeed_run(session: Any, run: Run, rows: list[StepRun]) -> None:
+    spec = get_workflow(run.workflow, run.version)
+    now = utcnow()
+    try:
+        output = templates.render(spec.outputs, step_context(run, rows)) if spec.outputs else None
+    except TemplateError as exc:
+        run.status, run.error, run.updated_at = RunStatus.failed.value, f"outputs: {exc.message}", now
+        record_event(session, run, "run.failed", payload={"error": run.error})
+        return
+    run.status, run.output, run.updated_at = RunStatus.succeeded.value, output, now
+    duration = (now - run.created_at).total_seconds()
+    record_event(session, run, "run.succeeded", payload={"duration_s": duration})
+
+
+
+__all__ = ["run_step", "collect_fanout", "advance_run", "finish_run", "claim_step"]

@@ -1,0 +1,329 @@
+"""The workflow spec: pydantic models plus the checks that need the whole graph.
+
+``load_spec`` is the one way in. It turns YAML, JSON or a dict into a
+``WorkflowSpec`` or raises ``SpecError`` whose items name the field and the fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from functools import cached_property
+from typing import Any
+
+import jsonschema
+import yaml
+from jinja2 import TemplateSyntaxError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from orchestra import templates
+from orchestra.errors import SpecError
+
+STEP_KINDS = ("task", "http", "sql", "llm", "agent", "human", "signal")
+_USES = re.compile(r"^(?:(?P<kind>task|http|sql|llm|agent):(?P<target>[A-Za-z0-9_.\-]+)|(?P<bare>human|signal))$")
+_DURATION = re.compile(r"^\s*(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds in ``value``: a number of seconds, or a string such as ``500ms``, ``30s``, ``4h``, ``1d``."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or a string like '30s', '5m', '4h', '1d'")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError(f"'{value}' is not a duration; write it like '500ms', '30s', '5m', '4h' or '1d'")
+        seconds = float(match["n"]) * _UNIT_SECONDS[match["unit"]]
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class RetryPolicy(_Model):
+    """How a failing step is tried again: ``attempts`` in all, with exponential backoff."""
+
+    attempts: int = Field(default=3, ge=1, le=100)
+    backoff: float = 1.0
+    max_backoff: float = 60.0
+
+    _durations = field_validator("backoff", "max_backoff", mode="before")(lambda v: parse_duration(v))
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        return float(min(self.max_backoff, self.backoff * (2 ** (attempt - 1))))
+
+
+class Step(_Model):
+    """One step of a workflow."""
+
+    id: str = Field(pattern=r"^[a-z0-9_]+$", max_length=100)
+    uses: str
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+    needs: list[str] | None = None
+    if_: str | None = Field(default=None, alias="if")
+    for_each: str | None = None
+    max_parallel: int | None = Field(default=None, ge=1, le=1000)
+    retry: RetryPolicy = Field(default_factory=lambda: RetryPolicy(attempts=1))
+    timeout: float | None = None
+    on_reject: str = Field(default="continue", pattern="^(continue|fail)$")
+    on_invalid: str = Field(default="fail", pattern="^(fail|escalate)$")
+
+    _timeout = field_validator("timeout", mode="before")(lambda v: None if v is None else parse_duration(v))
+
+    @field_validator("uses")
+    @classmethod
+    def _check_uses(cls, value: str) -> str:
+        if not _USES.match(value):
+            raise ValueError(
+                f"'{value}' is not a step kind; use task:<module.func>, http:<connector>, sql:<connector>, "
+                "llm:<connector>, agent:<connector>, human or signal"
+            )
+        return value
+
+    @property
+    def kind(self) -> str:
+        return self.uses.split(":", 1)[0]
+
+    @property
+    def target(self) -> str:
+        return self.uses.split(":", 1)[1] if ":" in self.uses else ""
+
+
+class WorkflowSpec(_Model):
+    """A whole workflow: its input contract, the connectors it may touch, and its steps."""
+
+    name: str = Field(pattern=r"^[a-z0-9-]+$", max_length=100)
+    version: int | None = Field(default=None, ge=1)
+    description: str = ""
+    input_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
+    connectors: list[str] = Field(default_factory=list)
+    steps: list[Step] = Field(min_length=1, max_length=1000)
+    outputs: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _default_needs(self) -> WorkflowSpec:
+        previous: str | None = None
+        fixed = []
+        for step in self.steps:
+            if step.needs is None:
+                step = step.model_copy(update={"needs": [previous] if previous else []})
+            fixed.append(step)
+            previous = step.id
+        object.__setattr__(self, "steps", fixed)
+        return self
+
+    @cached_property
+    def by_id(self) -> dict[str, Step]:
+        return {s.id: s for s in self.steps}
+
+    @cached_property
+    def order(self) -> list[str]:
+        """Step ids in a topological order that keeps the spec's order where it can."""
+        return topological_order(self.steps)
+
+    @cached_property
+    def dependents(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {s.id: [] for s in self.steps}
+        for s in self.steps:
+            for need in s.needs or []:
+                out[need].append(s.id)
+        return out
+
+    @cached_property
+    def reads(self) -> dict[str, frozenset[str]]:
+        """For each step, the steps whose outputs its templates and conditions read."""
+        out = {}
+        for s in self.steps:
+            refs = templates.step_references(s.with_)
+            if s.if_:
+                refs |= templates.step_references(s.if_, expression=True)
+            if s.for_each:
+                refs |= templates.step_references(s.for_each, expression=True)
+            out[s.id] = frozenset(refs)
+        return out
+
+    def canonical(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    def digest(self) -> str:
+        body = self.canonical()
+        body.pop("version", None)
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def topological_order(steps: list[Step]) -> list[str]:
+    """Kahn's algorithm, stable in spec order. Raises ValueError naming a cycle."""
+    position = {s.id: i for i, s in enumerate(steps)}
+    indegree = {s.id: len(set(s.needs or [])) for s in steps}
+    dependents: dict[str, list[str]] = {s.id: [] for s in steps}
+    for s in steps:
+        for need in set(s.needs or []):
+            dependents[need].append(s.id)
+    ready = sorted((sid for sid, n in indegree.items() if n == 0), key=position.__getitem__)
+    order: list[str] = []
+    while ready:
+        sid = ready.pop(0)
+        order.append(sid)
+        for dep in dependents[sid]:
+            indegree[dep] -= 1
+            if indegree[dep] == 0:
+                ready.append(dep)
+                ready.sort(key=position.__getitem__)
+    if len(order) != len(steps):
+        stuck = [s.id for s in steps if s.id not in order]
+        raise ValueError(f"steps {', '.join(stuck)} form a cycle through `needs`")
+    return order
+
+
+def load_spec(source: str | bytes | dict[str, Any]) -> WorkflowSpec:
+    """Parse and validate a spec from YAML or JSON text, or from a dict."""
+    data = _parse(source)
+    try:
+        spec = WorkflowSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError("the workflow spec is invalid", _pydantic_errors(exc)) from None
+    errors = _graph_errors(spec) + _template_errors(spec) + _schema_errors(spec)
+    if errors:
+        raise SpecError("the workflow spec is invalid", errors)
+    return spec
+
+
+def _parse(source: str | bytes | dict[str, Any]) -> Any:
+    if isinstance(source, dict):
+        return source
+    try:
+        data = yaml.safe_load(source)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SpecError(
+            "the workflow spec is not valid YAML or JSON",
+            [{"loc": [], "msg": f"cannot parse the spec{where}: {getattr(exc, 'problem', exc)}; fix the syntax", "type": "parse"}],
+        ) from None
+    if not isinstance(data, dict):
+        raise SpecError(
+            "the workflow spec must be a mapping",
+            [{"loc": [], "msg": "the spec must be a mapping with name, steps and the other fields", "type": "type"}],
+        )
+    return data
+
+
+_HINTS = {
+    "missing": "add this field",
+    "extra_forbidden": "remove it or check its spelling",
+    "string_pattern_mismatch": "use only the allowed characters",
+}
+
+
+def _pydantic_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    out = []
+    for err in exc.errors():
+        loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+        msg = err["msg"].removeprefix("Value error, ")
+        hint = _HINTS.get(err["type"])
+        if err["type"] == "string_pattern_mismatch":
+            field = loc[-1] if loc else ""
+            hint = {
+                "name": "use lowercase letters, digits and '-', e.g. refund-request",
+                "id": "use lowercase letters, digits and '_', e.g. lookup_order",
+            }.get(str(field), hint)
+        out.append({"loc": loc, "msg": f"{msg}; {hint}" if hint else msg, "type": err["type"]})
+    return out
+
+
+def _graph_errors(spec: WorkflowSpec) -> list[dict[str, Any]]:
+    errors: list[dict[str, Any]] = []
+    seen: dict[str, int] = {}
+    for i, step in enumerate(spec.steps):
+        if step.id in seen:
+            errors.append({"loc": ["steps", i, "id"], "type": "duplicate",
+                           "msg": f"step id '{step.id}' is already used by steps[{seen[step.id]}]; give each step a unique id"})
+        seen.setdefault(step.id, i)
+    for i, step in enumerate(spec.steps):
+        for j, need in enumerate(step.needs or []):
+            if need not in seen:
+                errors.append({"loc": ["steps", i, "needs", j], "type": "unknown_step",
+                               "msg": f"needs '{need}', which is not a step id; use one of: {', '.join(seen)}"})
+            elif need == step.id:
+                errors.append({"loc": ["steps", i, "needs", j], "type": "cycle",
+                               "msg": f"step '{step.id}' needs itself; remove it from its own needs"})
+        kind, target = step.kind, step.target
+        if kind in ("http", "sql", "llm", "agent") and target not in spec.connectors:
+            errors.append({"loc": ["steps", i, "uses"], "type": "connector_not_allowed",
+                           "msg": f"connector '{target}' is not in this workflow's `connectors` list; add it there"})
+        if step.max_parallel is not None and step.for_each is None:
+            errors.append({"loc": ["steps", i, "max_parallel"], "type": "max_parallel_without_for_each",
+                           "msg": "max_parallel only applies to a for_each step; add for_each or remove max_parallel"})
+    if not errors:
+        try:
+            topological_order(spec.steps)
+        except ValueError as exc:
+            errors.append({"loc": ["steps"], "type": "cycle", "msg": f"{exc}; remove one of those needs"})
+    return errors
+
+
+def _template_errors(spec: WorkflowSpec) -> list[dict[str, Any]]:
+    errors: list[dict[str, Any]] = []
+    ids = set(spec.by_id)
+
+    def check(value: Any, loc: list[Any], *, expression: bool = False) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                check(v, [*loc, k])
+            return
+        if isinstance(value, list):
+            for n, v in enumerate(value):
+                check(v, [*loc, n])
+            return
+        if not isinstance(value, str) or not (expression or templates.is_template(value)):
+            return
+        try:
+            if expression:
+                templates.check_expression(value)
+            else:
+                templates.check_template(value)
+            refs = templates.step_references(value, expression=expression)
+        except TemplateSyntaxError as exc:
+            what = "expression" if expression else "template"
+            errors.append({"loc": loc, "type": "template",
+                           "msg": f"{what} `{value}` does not parse: {exc.message}; check its braces and syntax"})
+            return
+        for ref in sorted(refs - ids):
+            errors.append({"loc": loc, "type": "unknown_step",
+                           "msg": f"refers to steps.{ref}, which is not a step id; use one of: {', '.join(sorted(ids))}"})
+
+    for i, step in enumerate(spec.steps):
+        check(step.with_, ["steps", i, "with"])
+        if step.if_:
+            check(step.if_, ["steps", i, "if"], expression=True)
+        if step.for_each:
+            check(step.for_each, ["steps", i, "for_each"], expression=True)
+    check(spec.outputs, ["outputs"])
+    return errors
+
+
+def _schema_errors(spec: WorkflowSpec) -> list[dict[str, Any]]:
+    errors: list[dict[str, Any]] = []
+    schemas: list[tuple[list[Any], Any]] = [(["input_schema"], spec.input_schema)]
+    for i, step in enumerate(spec.steps):
+        for key in ("form", "schema", "output_schema"):
+            if key in step.with_:
+                schemas.append((["steps", i, "with", key], step.with_[key]))
+    for loc, schema in schemas:
+        try:
+            jsonschema.validators.validator_for(schema).check_schema(schema)
+        except jsonschema.SchemaError as exc:
+            where = "/".join(str(p) for p in exc.absolute_path)
+            errors.append({"loc": [*loc, *exc.absolute_path], "type": "json_schema",
+                           "msg": f"not a valid JSON Schema{' at ' + where if where else ''}: {exc.message}; "
+                                  "see https://json-schema.org/understanding-json-schema"})
+        except Exception as exc:  # noqa: BLE001 - a schema so malformed that jsonschema cannot classify it
+            errors.append({"loc": loc, "type": "json_schema", "msg": f"not a valid JSON Schema: {exc}; use a JSON object"})
+    return errors

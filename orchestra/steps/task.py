@@ -1,0 +1,61 @@
+"""``uses: task:<module.func>``: a Python function from ``tasks/``.
+
+Functions opt in with ``@step``; only registered functions can be called by a
+spec, so a spec cannot reach arbitrary code by naming it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from orchestra.errors import StepError
+from orchestra.steps.base import StepCall, StepKind, register_kind
+
+F = TypeVar("F", bound=Callable[..., Any])
+_REGISTRY: dict[str, Callable[..., Any]] = {}
+
+
+def step(func: F) -> F:
+    """Make ``func`` callable from a spec as ``task:<module>.<name>`` (module relative to ``tasks``)."""
+    module = func.__module__.removeprefix("tasks.")
+    _REGISTRY[f"{module}.{func.__name__}"] = func
+    return func
+
+
+def resolve(target: str) -> Callable[..., Any]:
+    """The registered function for ``target``, importing ``tasks.<module>`` on first use."""
+    if target not in _REGISTRY and "." in target:
+        module = target.rsplit(".", 1)[0]
+        try:
+            importlib.import_module(f"tasks.{module}")
+        except ModuleNotFoundError as exc:
+            if exc.name not in (f"tasks.{module}", "tasks"):
+                raise
+    try:
+        return _REGISTRY[target]
+    except KeyError:
+        raise StepError(
+            f"no step function 'task:{target}'; define it in tasks/{target.rsplit('.', 1)[0]}.py "
+            "and decorate it with @orchestra.step",
+            retryable=False,
+        ) from None
+
+
+class TaskKind(StepKind):
+    name = "task"
+
+    def execute(self, call: StepCall) -> Any:
+        func = resolve(call.step.target)
+        kwargs = dict(call.params)
+        accepted = inspect.signature(func).parameters
+        if "call" in accepted:
+            kwargs["call"] = call
+        if "item" in accepted and call.item >= 0:
+            kwargs["item"] = call.context.get("item")
+        return func(**kwargs)
+
+
+register_kind(TaskKind())

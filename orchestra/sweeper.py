@@ -1,0 +1,99 @@
+"""The sweeper: finds work that lost its worker or its message and dispatches it again.
+
+It runs as a thread in every worker's main process (and can run anywhere else);
+several sweepers at once are safe because each re-dispatch is claimed with a
+compare-and-set on the row it is about.
+
+- A running step whose lease lapsed (its worker died) is re-dispatched within
+  ``lease_seconds`` + ``sweep_seconds``, not after the broker's visibility timeout.
+- A pending or running run that made no progress for ``stall_seconds`` and holds
+  no live lease is re-dispatched; this covers runs recorded while Redis was down.
+- ``SWEEP_HOOKS`` run on every tick, e.g. the deadline sweep of parked waits.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+
+from sqlalchemy import exists, select, update
+
+from orchestra import db, leases
+from orchestra.compiler import dispatch_run
+from orchestra.models import Run, RunStatus, StepRun, StepStatus, utcnow
+from orchestra.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+SWEEP_HOOKS: list[Callable[[], object]] = []
+
+
+def reap_lapsed_leases() -> int:
+    """Re-dispatch the runs of steps whose lease lapsed; returns how many runs."""
+    now = utcnow()
+    with db.read_session() as session:
+        lapsed = session.execute(
+            select(StepRun.id, StepRun.run_id, StepRun.lease_expires_at).where(
+                StepRun.status.in_([StepStatus.running.value, StepStatus.pending.value]),
+                StepRun.lease_expires_at.is_not(None), StepRun.lease_expires_at < now,
+            ).limit(500)
+        ).all()
+    runs: set[str] = set()
+    for row_id, run_id, old in lapsed:
+        with db.write_session() as session:
+            won = session.execute(
+                update(StepRun).where(StepRun.id == row_id, StepRun.lease_expires_at == old).values(lease_expires_at=leases.expiry())
+            ).rowcount  # type: ignore[attr-defined]
+        if won:
+            runs.add(run_id)
+    for run_id in runs:
+        log.warning("run %s: a step's lease lapsed (its worker died?); re-dispatching", run_id)
+        dispatch_run(run_id)
+    return len(runs)
+
+
+def redispatch_stalled() -> int:
+    """Re-dispatch pending or running runs that made no progress for ``stall_seconds``."""
+    now = utcnow()
+    cutoff = now - timedelta(seconds=get_settings().stall_seconds)
+    live_lease = exists().where(StepRun.run_id == Run.id, StepRun.lease_expires_at > now)
+    with db.read_session() as session:
+        stalled = session.execute(
+            select(Run.id, Run.updated_at).where(
+                Run.status.in_([RunStatus.pending.value, RunStatus.running.value]), Run.updated_at < cutoff, ~live_lease
+            ).limit(200)
+        ).all()
+    count = 0
+    for run_id, old in stalled:
+        with db.write_session() as session:
+            won = session.execute(update(Run).where(Run.id == run_id, Run.updated_at == old).values(updated_at=now)).rowcount  # type: ignore[attr-defined]
+        if won:
+            log.warning("run %s made no progress for %ss; re-dispatching", run_id, get_settings().stall_seconds)
+            dispatch_run(run_id)
+            count += 1
+    return count
+
+
+def sweep_once() -> None:
+    """One pass of every sweep; a failing part is logged and does not stop the others."""
+    for part in (reap_lapsed_leases, redispatch_stalled, *SWEEP_HOOKS):
+        try:
+            part()
+        except Exception:
+            log.exception("sweep %s failed", getattr(part, "__name__", part))
+
+
+def start_sweeper() -> threading.Thread:
+    """Sweep every ``sweep_seconds`` in a daemon thread."""
+    interval = get_settings().sweep_seconds
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(interval):
+            sweep_once()
+
+    thread = threading.Thread(target=loop, name="orchestra-sweeper", daemon=True)
+    thread.start()
+    return thread

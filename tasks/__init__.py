@@ -1,0 +1,1 @@
+"""Step functions that workflows call as ``uses: task:<module>.<function>``."""

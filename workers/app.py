@@ -1,0 +1,44 @@
+"""The Celery app. Start a worker with ``celery -A workers.app worker`` or ``orchestra worker``."""
+
+from __future__ import annotations
+
+from celery import Celery
+from celery.signals import worker_ready
+
+from orchestra.keys import redis_url
+from orchestra.settings import get_settings
+
+
+def create_app() -> Celery:
+    """Celery configured for at-least-once delivery: late acks, prefetch 1, requeue on worker loss."""
+    settings = get_settings()
+    url = redis_url()
+    celery = Celery("orchestra", broker=url, backend=url, include=["orchestra.runtime"])
+    celery.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_track_started=False,
+        task_send_sent_event=True,
+        worker_send_task_events=True,
+        result_expires=24 * 3600,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        result_backend_transport_options={"visibility_timeout": settings.visibility_timeout},
+        worker_hijack_root_logger=False,
+        worker_max_tasks_per_child=None,
+    )
+    return celery
+
+
+app = create_app()
+
+
+@worker_ready.connect
+def _start_sweeper(**_: object) -> None:
+    from orchestra.sweeper import start_sweeper
+
+    start_sweeper()
