@@ -147,3 +147,131 @@ class AuditEvent(Base):
     payload: Mapped[Any] = mapped_column(JSON)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class ApiKey(Base):
+    """An API key. Only the SHA-256 of its secret is stored; the token is shown once."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), index=True)
+    role: Mapped[str] = mapped_column(String(20))
+    groups: Mapped[Any] = mapped_column(JSON)
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)  # public part of the token, for lookup
+    token_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class Schedule(Base):
+    """A cron schedule that starts runs of a workflow."""
+
+    __tablename__ = "schedules"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    workflow: Mapped[str] = mapped_column(String(100))
+    cron: Mapped[str] = mapped_column(String(100))
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    input: Mapped[Any] = mapped_column(JSON)
+    overlap: Mapped[str] = mapped_column(String(8), default="skip")
+    enabled: Mapped[bool] = mapped_column(default=True)
+    next_run_at: Mapped[datetime | None] = mapped_column(nullable=True, index=True)
+    last_run_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TaskStatus(str, Enum):
+    open = "open"  # waiting for a decision
+    approved = "approved"  # decided: approve (by a person, a quorum or an escalation action)
+    rejected = "rejected"  # decided: reject
+    expired = "expired"  # its deadline ended it without a decision (timeout or `action: fail`)
+    cancelled = "cancelled"  # its run was cancelled, or a newer attempt of the step replaced it
+
+
+class HumanTask(Base):
+    """A ``uses: human`` wait: what the approver is shown and who may decide. Mirrors its Redis wait."""
+
+    __tablename__ = "human_tasks"
+    __table_args__ = (
+        UniqueConstraint("row_id", "attempt", name="uq_human_task_attempt"),
+        Index("ix_human_tasks_status", "status", "run_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    step_id: Mapped[str] = mapped_column(String(100))
+    row_id: Mapped[str] = mapped_column(String(36))  # the waiting StepRun
+    attempt: Mapped[int] = mapped_column(Integer)
+    title: Mapped[str] = mapped_column(Text)
+    body: Mapped[str | None] = mapped_column(Text, nullable=True)
+    assignees: Mapped[Any] = mapped_column(JSON)
+    form: Mapped[Any | None] = mapped_column(JSON, nullable=True)
+    shown: Mapped[Any] = mapped_column(JSON)  # {title, body, show}: exactly what the approver sees
+    payload_hash: Mapped[str] = mapped_column(String(64))
+    policy: Mapped[Any] = mapped_column(JSON)  # {quorum, four_eyes, escalate, timeout, on_reject}
+    level: Mapped[int] = mapped_column(Integer, default=0)
+    deadline: Mapped[datetime | None] = mapped_column(nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default=TaskStatus.open.value)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    closed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    decided_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    output: Mapped[Any | None] = mapped_column(JSON, nullable=True)
+
+
+class Decision(Base):
+    """One vote on a human task. The vote that settles the task carries ``final_for`` (unique)."""
+
+    __tablename__ = "decisions"
+    __table_args__ = (UniqueConstraint("task_id", "actor", name="uq_decision_actor"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    task_id: Mapped[str] = mapped_column(ForeignKey("human_tasks.id", ondelete="CASCADE"))
+    actor: Mapped[str] = mapped_column(String(200))
+    decision: Mapped[str] = mapped_column(String(16))
+    input: Mapped[Any | None] = mapped_column(JSON, nullable=True)
+    comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    level: Mapped[int] = mapped_column(Integer)
+    payload_hash: Mapped[str] = mapped_column(String(64))
+    decided_at: Mapped[datetime] = mapped_column(default=utcnow)
+    final_for: Mapped[str | None] = mapped_column(String(36), nullable=True, unique=True)
+
+
+class SignalWait(Base):
+    """A ``uses: signal`` wait. Mirrors its Redis wait."""
+
+    __tablename__ = "signal_waits"
+    __table_args__ = (
+        UniqueConstraint("row_id", "attempt", name="uq_signal_wait_attempt"),
+        Index("ix_signal_waits_run", "run_id", "name", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    step_id: Mapped[str] = mapped_column(String(100))
+    row_id: Mapped[str] = mapped_column(String(36))
+    attempt: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(100))
+    deadline: Mapped[datetime | None] = mapped_column(nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default=TaskStatus.open.value)  # open, approved (received), expired, cancelled
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    closed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class Signal(Base):
+    """A delivered signal. Kept unconsumed when it arrives before its step parks."""
+
+    __tablename__ = "signals"
+    __table_args__ = (Index("ix_signals_run_name", "run_id", "name", "consumed_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    payload: Mapped[Any | None] = mapped_column(JSON, nullable=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    consumed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    wait_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
