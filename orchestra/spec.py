@@ -230,6 +230,7 @@ def _pydantic_errors(exc: ValidationError) -> list[dict[str, Any]]:
         hint = _HINTS.get(err["type"])
         if err["type"] == "string_pattern_mismatch":
             field = loc[-1] if loc else ""
+            msg = f"{err['input']!r} is not allowed here"
             hint = {
                 "name": "use lowercase letters, digits and '-', e.g. refund-request",
                 "id": "use lowercase letters, digits and '_', e.g. lookup_order",

@@ -16,7 +16,16 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from orchestra.errors import TemplateError
 
-_ENV = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+class _DataFirstEnvironment(ImmutableSandboxedEnvironment):
+    """``input.items`` means the key ``items``, not the dict method: data wins over attributes."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if isinstance(obj, dict) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
+
+_ENV = _DataFirstEnvironment(undefined=StrictUndefined, autoescape=False)
 _SINGLE = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\}\}).)*)\}\}\s*$", re.S)
 
 

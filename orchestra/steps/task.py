@@ -29,11 +29,13 @@ def resolve(target: str) -> Callable[..., Any]:
     """The registered function for ``target``, importing ``tasks.<module>`` on first use."""
     if target not in _REGISTRY and "." in target:
         module = target.rsplit(".", 1)[0]
-        try:
-            importlib.import_module(f"tasks.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name not in (f"tasks.{module}", "tasks"):
-                raise
+        for candidate in (f"tasks.{module}", module):  # tasks/ first, then an absolute module path
+            try:
+                importlib.import_module(candidate)
+                break
+            except ModuleNotFoundError as exc:
+                if not candidate.startswith(str(exc.name)):
+                    raise
     try:
         return _REGISTRY[target]
     except KeyError:

@@ -1,0 +1,68 @@
+"""Who is calling: a Bearer token, or (for the web UI) a signed session cookie holding one."""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+
+from orchestra.auth import Principal, authenticate
+from orchestra.errors import AuthError
+from orchestra.settings import get_settings
+
+SESSION_COOKIE = "orchestra_session"
+SESSION_MAX_AGE = 12 * 3600
+_bearer = HTTPBearer(auto_error=False, description="An API key from `orchestra keys create`.")
+
+
+@lru_cache(maxsize=1)
+def secret_key() -> str:
+    """``ORCHESTRA_SECRET_KEY``, or a random key kept in ``var/secret_key`` (created once)."""
+    settings = get_settings()
+    if settings.secret_key:
+        return settings.secret_key
+    path = settings.var_dir / "secret_key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def _serializer() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(secret_key(), salt="orchestra-session")
+
+
+def session_cookie(token: str) -> str:
+    """The signed cookie value that stands for ``token``; set it Secure, HttpOnly, SameSite=Lax."""
+    return _serializer().dumps(token)
+
+
+def token_from_cookie(value: str) -> str:
+    try:
+        token = _serializer().loads(value, max_age=SESSION_MAX_AGE)
+    except BadSignature:
+        raise AuthError("the session expired or is not valid; sign in again with your API key") from None
+    return str(token)
+
+
+def principal_from_request(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)] = None,
+) -> Principal:
+    """The caller: the Bearer token if sent, else the session cookie; 401 if neither authenticates."""
+    if credentials is not None:
+        principal = authenticate(credentials.credentials)
+    elif SESSION_COOKIE in request.cookies:
+        principal = authenticate(token_from_cookie(request.cookies[SESSION_COOKIE]))
+    else:
+        authenticate(None)
+        raise AssertionError("unreachable")
+    request.state.principal = principal
+    return principal
+
+
+Caller = Annotated[Principal, Depends(principal_from_request)]

@@ -1,0 +1,288 @@
+"""The ``orchestra`` command line (typer + rich). Listing commands take ``--json``."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+
+from orchestra.errors import ErrorList, OrchestraError
+
+app = typer.Typer(help="Orchestra: durable, governed workflows on Celery.", no_args_is_help=True, add_completion=False)
+db_app = typer.Typer(help="The results database.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+console = Console()
+err = Console(stderr=True)
+
+STATUS_STYLE = {"succeeded": "green", "failed": "red", "cancelled": "magenta", "waiting": "yellow",
+                "running": "cyan", "pending": "white", "skipped": "dim"}
+ENDED_OR_PARKED = {"succeeded", "failed", "cancelled", "waiting"}
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[red]error:[/red] {escape(message)}")
+    raise typer.Exit(code)
+
+
+def report(exc: OrchestraError) -> NoReturn:
+    if isinstance(exc, ErrorList):
+        err.print(f"[red]error:[/red] {escape(exc.message)}")
+        for item in exc.errors:
+            loc = ".".join(str(p) for p in item.get("loc", [])) or "(root)"
+            err.print(f"  [bold]{escape(loc)}[/bold]: {escape(item['msg'])}")
+        raise typer.Exit(1)
+    fail(exc.message)
+
+
+def emit_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
+
+
+def parse_input(value: str) -> Any:
+    """JSON text, or ``@path`` to a JSON file."""
+    if value.startswith("@"):
+        path = Path(value[1:])
+        if not path.exists():
+            fail(f"input file {path} does not exist; pass --input @path/to/file.json or inline JSON")
+        text = path.read_text()
+        source = str(path)
+    elif Path(value).is_file():
+        text, source = Path(value).read_text(), value
+    else:
+        text, source = value, "--input"
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        fail(f"{source} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); "
+             "pass a JSON object such as '{\"order_id\": \"A1\"}'")
+
+
+def _status(text: str) -> str:
+    return f"[{STATUS_STYLE.get(text, 'white')}]{text}[/]"
+
+
+def steps_table(view: dict[str, Any]) -> Table:
+    table = Table(title=f"run {view['id']} · {view['workflow']} v{view['version']} · {_status(view['status'])}")
+    for column in ("step", "status", "attempts", "started", "finished", "output / error"):
+        table.add_column(column, overflow="fold")
+    for s in view["steps"]:
+        label = s["id"] + (f"[{s['item']}]" if s.get("item") is not None else "")
+        detail = s["error"] or ("" if s["output"] is None else json.dumps(s["output"], default=str))
+        table.add_row(label, _status(s["status"]), str(s["attempts"]), (s["started_at"] or "")[11:23],
+                      (s["finished_at"] or "")[11:23], detail[:120])
+    return table
+
+
+@app.command()
+def submit(
+    workflow: str = typer.Argument(..., help="Workflow name, as registered or under config/workflows/."),
+    input: str = typer.Option("{}", "--input", "-i", help="JSON text, or @file.json."),
+    version: int | None = typer.Option(None, help="A specific version; default the latest."),
+    idempotency_key: str | None = typer.Option(None, "--idempotency-key", help="Repeat-safe submission key."),
+    wait: bool = typer.Option(False, "--wait", help="Return when the run ends or parks; exit 1 if it failed."),
+    timeout: float = typer.Option(600.0, help="Seconds --wait waits at most."),
+    as_json: bool = typer.Option(False, "--json", help="Print the run as JSON."),
+) -> None:
+    """Submit a run and print its id."""
+    from orchestra.bootstrap import bootstrap
+    from orchestra.runs import run_view, submit_run
+
+    data = parse_input(input)
+    try:
+        bootstrap()
+        run, _ = submit_run(workflow, data, version=version, idempotency_key=idempotency_key, actor=_cli_actor())
+    except OrchestraError as exc:
+        report(exc)
+    if not wait:
+        emit_json(run_view(run.id)) if as_json else console.print(run.id)
+        return
+    view = follow(run.id, timeout, quiet=as_json)
+    if as_json:
+        emit_json(view)
+    else:
+        console.print(f"{run.id} {view['status']}")
+    raise typer.Exit(0 if view["status"] in ("succeeded", "waiting") else 1)
+
+
+def follow(run_id: str, timeout: float, *, quiet: bool = False) -> dict[str, Any]:
+    """Poll the run, showing its step table live, until it ends or parks."""
+    from orchestra.runs import run_view
+
+    deadline = time.monotonic() + timeout
+    view = run_view(run_id)
+    with Live(steps_table(view), console=err, refresh_per_second=8, transient=False) if not quiet else _nullcontext() as live:
+        while view["status"] not in ENDED_OR_PARKED and time.monotonic() < deadline:
+            time.sleep(0.2)
+            view = run_view(run_id)
+            if live is not None:
+                live.update(steps_table(view))
+    if view["status"] not in ENDED_OR_PARKED:
+        fail(f"run {run_id} is still {view['status']} after {timeout:.0f}s; follow it with `orchestra show {run_id}`")
+    return view
+
+
+class _nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _cli_actor() -> str:
+    return os.environ.get("ORCHESTRA_ACTOR") or f"cli:{os.environ.get('USER', 'operator')}"
+
+
+@app.command()
+def runs(
+    workflow: str | None = typer.Option(None, help="Only this workflow."),
+    status: str | None = typer.Option(None, help="Only this status."),
+    limit: int = typer.Option(20, min=1, max=1000),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """List runs, newest first."""
+    from orchestra.runs import list_runs
+
+    found, _ = list_runs(workflow=workflow, status=status, limit=limit)
+    rows = [{"id": r.id, "workflow": r.workflow, "version": r.version, "status": r.status,
+             "created_at": r.created_at.isoformat(), "error": r.error} for r in found]
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table("id", "workflow", "status", "created", "error")
+    for r in rows:
+        table.add_row(r["id"], f"{r['workflow']} v{r['version']}", _status(r["status"]), r["created_at"][:19],
+                      (r["error"] or "")[:80])
+    console.print(table)
+
+
+@app.command()
+def show(run_id: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Show a run and its steps."""
+    from orchestra.runs import run_view
+
+    try:
+        view = run_view(run_id)
+    except OrchestraError as exc:
+        report(exc)
+    if as_json:
+        emit_json(view)
+        return
+    console.print(steps_table(view))
+    if view["error"]:
+        console.print(f"[red]error:[/red] {view['error']}")
+    if view["output"] is not None:
+        console.print_json(json.dumps(view["output"], default=str))
+
+
+@app.command()
+def audit(
+    run_id: str,
+    verify: bool = typer.Option(False, "--verify", help="Recompute the hash chain; exit 1 if it is broken."),
+    format: str = typer.Option("table", "--format", help="table, json or jsonl."),
+) -> None:
+    """Print a run's audit trail."""
+    from orchestra import audit as trail
+    from orchestra import db
+    from orchestra.runs import get_run
+
+    try:
+        run = get_run(run_id)
+    except OrchestraError as exc:
+        report(exc)
+    with db.read_session() as session:
+        events = trail.list_events(session, run_id)
+    result = trail.verify_chain(events, run.audit_hash)
+    if format == "jsonl":
+        for event in events:
+            sys.stdout.write(json.dumps(trail.event_dict(event), default=str) + "\n")
+    elif format == "json":
+        emit_json({"events": [trail.event_dict(e) for e in events], "verified": result.verified})
+    elif format == "table":
+        table = Table("seq", "at", "type", "step", "actor", "payload")
+        for e in events:
+            table.add_row(str(e.seq), e.at.isoformat()[11:23], e.type, e.step_id or "", e.actor,
+                          json.dumps(e.payload, default=str)[:100])
+        console.print(table)
+    else:
+        fail(f"unknown --format '{format}'; use table, json or jsonl")
+    if verify:
+        if result.verified:
+            err.print(f"[green]verified:[/green] the chain of {result.events} events holds")
+        else:
+            err.print(f"[red]NOT verified:[/red] {result.reason} (first bad event: {result.first_bad_seq})")
+            raise typer.Exit(1)
+
+
+@app.command()
+def validate(spec: Path = typer.Argument(..., help="A workflow spec file (YAML or JSON).")) -> None:
+    """Check a spec; print every error with its field, and exit 1 if there are any."""
+    from orchestra.spec import load_spec
+
+    if not spec.exists():
+        fail(f"{spec} does not exist; pass the path of a YAML or JSON spec")
+    try:
+        loaded = load_spec(spec.read_text())
+    except OrchestraError as exc:
+        report(exc)
+    console.print(f"[green]valid:[/green] {loaded.name} with {len(loaded.steps)} steps")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply every migration to the results database."""
+    from orchestra import migrations
+
+    migrations.upgrade()
+    console.print("[green]database is up to date[/green]")
+
+
+@app.command()
+def worker(
+    concurrency: int = typer.Option(2, "--concurrency", "-c", help="Worker processes."),
+    loglevel: str = typer.Option("info", "--loglevel", "-l"),
+) -> None:
+    """Start a Celery worker for Orchestra's steps."""
+    from orchestra.bootstrap import bootstrap
+
+    bootstrap()
+    _exec_celery(["worker", "-c", str(concurrency), "-l", loglevel, "-E", "--without-gossip", "--without-mingle"])
+
+
+@app.command()
+def beat(loglevel: str = typer.Option("info", "--loglevel", "-l")) -> None:
+    """Start Celery beat (schedules)."""
+    from orchestra.settings import get_settings
+
+    schedule = get_settings().var_dir / "celerybeat-schedule"
+    schedule.parent.mkdir(parents=True, exist_ok=True)
+    _exec_celery(["beat", "-l", loglevel, "-s", str(schedule)])
+
+
+def _exec_celery(args: list[str]) -> NoReturn:
+    os.execvp(sys.executable, [sys.executable, "-m", "celery", "-A", "workers.app", *args])
+
+
+@app.command()
+def up(procfile: Path = typer.Option(Path("Procfile"), help="Processes to start.")) -> None:
+    """Start the whole stack: embedded Redis if needed, migrations, then the Procfile through honcho."""
+    from orchestra.stack import run_stack
+
+    raise typer.Exit(run_stack(procfile))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Step functions for the tests. Side effects are counted in Redis so tests can see them."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from orchestra.keys import client
+from orchestra.steps.task import step
+
+
+@step
+def count(key: str, value: Any = None) -> Any:
+    """Count one execution under ``key`` and return ``value``."""
+    client().incr(key)
+    return value
+
+
+@step
+def flaky(key: str, fail_times: int) -> dict[str, int]:
+    """Fail the first ``fail_times`` executions, then succeed."""
+    attempt = int(client().incr(key))
+    if attempt <= fail_times:
+        raise RuntimeError(f"flaky failure number {attempt}")
+    return {"attempt": attempt}
+
+
+@step
+def slow(key: str, seconds: float) -> float:
+    """Mark start, sleep, mark end."""
+    client().incr(f"{key}:started")
+    time.sleep(seconds)
+    client().incr(f"{key}:done")
+    return seconds
+
+
+@step
+def probe(key: str, seconds: float = 0.2, item: Any = None) -> Any:
+    """Record the highest number of concurrent executions seen under ``key``."""
+    r = client()
+    now = int(r.incr(f"{key}:now"))
+    r.eval("if tonumber(redis.call('get', KEYS[1]) or '0') < tonumber(ARGV[1]) then redis.call('set', KEYS[1], ARGV[1]) end",
+           1, f"{key}:max", now)
+    time.sleep(seconds)
+    r.decr(f"{key}:now")
+    r.incr(f"{key}:total")
+    return item
+
+
+@step
+def add(a: float, b: float) -> float:
+    return a + b
+
+
+@step
+def noop() -> None:
+    return None
