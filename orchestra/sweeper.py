@@ -20,7 +20,7 @@ from datetime import timedelta
 
 from sqlalchemy import exists, select, update
 
-from orchestra import db, leases
+from orchestra import db
 from orchestra.compiler import dispatch_run
 from orchestra.models import Run, RunStatus, StepRun, StepStatus, utcnow
 from orchestra.settings import get_settings
@@ -44,7 +44,10 @@ def reap_lapsed_leases() -> int:
     for row_id, run_id, old in lapsed:
         with db.write_session() as session:
             won = session.execute(
-                update(StepRun).where(StepRun.id == row_id, StepRun.lease_expires_at == old).values(lease_expires_at=leases.expiry())
+                # Dropping the lapsed lease makes the step claimable by the next message and revokes the
+                # old holder's token, so a worker that was only slow cannot record over the new attempt.
+                update(StepRun).where(StepRun.id == row_id, StepRun.lease_expires_at == old)
+                .values(lease_expires_at=None, lease_token=None)
             ).rowcount  # type: ignore[attr-defined]
         if won:
             runs.add(run_id)

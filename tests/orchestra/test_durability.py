@@ -1,0 +1,57 @@
+"""Durability on real worker processes: a worker killed mid-step, and a step longer than the visibility timeout."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from orchestra.runs import submit_run
+from tests.support.harness import wait_for_run, wait_until
+
+
+def test_kill_9_of_a_worker_mid_step_finishes_the_run_without_rerunning_succeeded_steps(
+    isolated_workers, register, redis_client
+):
+    key = f"kill-{uuid.uuid4().hex[:8]}"
+    name = key
+    register(f"""
+name: {name}
+steps:
+  - {{id: before, uses: "task:tests.support.steps.count", with: {{key: {key}:before, value: 1}}}}
+  - {{id: long, uses: "task:tests.support.steps.slow", with: {{key: {key}:long, seconds: 4}}}}
+  - {{id: after, uses: "task:tests.support.steps.count", with: {{key: {key}:after, value: 2}}}}
+""")
+    doomed = isolated_workers(concurrency=1)
+    run, _ = submit_run(name, {})
+    wait_until(lambda: redis_client.get(f"{key}:long:started") == "1", timeout=30, what="the long step to start")
+    doomed.kill9()
+    killed_at = time.monotonic()
+    isolated_workers(concurrency=2)
+    view = wait_for_run(run.id, statuses=("succeeded", "failed"), timeout=60)
+    assert view["status"] == "succeeded"
+    assert time.monotonic() - killed_at < 60
+    assert redis_client.get(f"{key}:before") == "1"  # never executed a second time
+    assert redis_client.get(f"{key}:long:started") == "2"  # re-run after its lease lapsed
+    assert redis_client.get(f"{key}:long:done") == "1"
+    assert redis_client.get(f"{key}:after") == "1"
+    long_step = next(s for s in view["steps"] if s["id"] == "long")
+    assert long_step["attempts"] == 2
+
+
+def test_a_step_longer_than_the_visibility_timeout_runs_exactly_once(isolated_workers, register, redis_client):
+    key = f"vis-{uuid.uuid4().hex[:8]}"
+    register(f"""
+name: {key}
+steps:
+  - {{id: long, uses: "task:tests.support.steps.slow", with: {{key: {key}, seconds: 14}}}}
+""")
+    short_visibility = {"ORCHESTRA_VISIBILITY_TIMEOUT": "3"}
+    isolated_workers(concurrency=2, env=short_visibility)
+    isolated_workers(concurrency=1, env=short_visibility)
+    run, _ = submit_run(key, {})
+    view = wait_for_run(run.id, statuses=("succeeded", "failed"), timeout=60)
+    assert view["status"] == "succeeded"
+    time.sleep(2)
+    assert redis_client.get(f"{key}:started") == "1"
+    assert redis_client.get(f"{key}:done") == "1"
+    assert view["steps"][0]["attempts"] == 1
