@@ -109,9 +109,11 @@ class SignalIn(BaseModel):
 
 
 class SignalOut(BaseModel):
+    id: str
     run_id: str
     name: str
-    delivered: bool = Field(description="True if a waiting step took it; false if it is kept until the step parks.")
+    status: Literal["delivered", "buffered"] = Field(
+        description="delivered: a waiting step took it; buffered: kept until the step parks.")
 
 
 class AuditEventOut(BaseModel):

@@ -9,6 +9,7 @@ from orchestra.api.deps import Caller
 from orchestra.api.schemas import WorkflowList, WorkflowOut, WorkflowRef
 from orchestra.api.responses import errors
 from orchestra.auth import Permission
+from orchestra.errors import SpecError
 from orchestra.workflows import get_workflow, list_workflows, register_workflow
 
 router = APIRouter(prefix="/v1/workflows", tags=["workflows"])
@@ -31,7 +32,12 @@ async def post_workflow(request: Request, caller: Caller) -> WorkflowRef:
     """Register a spec; changed content makes a new version. An invalid spec gets 422 naming each field."""
     caller.require(Permission.workflows_write)
     raw = await request.body()
-    spec = await run_in_threadpool(register_workflow, raw.decode("utf-8", errors="replace"))
+    try:
+        spec = await run_in_threadpool(register_workflow, raw.decode("utf-8", errors="replace"))
+    except SpecError as exc:
+        for error in exc.errors:
+            error["loc"] = list(error.get("loc") or ["body"])  # a parse error points at the whole body
+        raise
     return WorkflowRef(name=spec.name, version=spec.version or 1)
 
 
