@@ -14,7 +14,7 @@ import os
 import re
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
@@ -45,6 +45,18 @@ class RateLimited(ConnectorError):
     holds_back = True
 
     def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message, retryable=True)
+        self.retry_after = retry_after
+
+
+class ConnectorUnavailable(ConnectorError):
+    """A system stayed down (connect errors, 5xx, 429) through the connector's own retries.
+
+    Retryable: the runtime tries the step again, waiting at least ``retry_after``
+    seconds when the system said how long (``Retry-After``).
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message, retryable=True)
         self.retry_after = retry_after
 
@@ -82,16 +94,6 @@ class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Limits(_Config):
-    """Shared (Redis-wide) limits: a token bucket and a concurrency semaphore."""
-
-    rate_limit: float | None = None  # calls per second
-    burst: int | None = Field(default=None, ge=1)  # bucket size; defaults to one second's worth
-    max_concurrency: int | None = Field(default=None, ge=1)
-
-    _rate = field_validator("rate_limit", mode="before")(lambda v: None if v is None else parse_rate(v))
-
-
 class ConnectorConfig(_Config):
     """What every connector has: a name, a kind, limits and a timeout."""
 
@@ -105,10 +107,6 @@ class ConnectorConfig(_Config):
 
     _duration = field_validator("timeout", mode="before")(lambda v: parse_duration(v))
     _rate = field_validator("rate_limit", mode="before")(lambda v: None if v is None else parse_rate(v))
-
-    @property
-    def limits(self) -> Limits:
-        return Limits(rate_limit=self.rate_limit, burst=self.burst, max_concurrency=self.max_concurrency)
 
 
 class Connector:
@@ -271,5 +269,3 @@ def connector_for(call: StepCall, name: str, kind: type[Connector] | None = None
                              f"use `uses: {connector.config.kind}:{name}`", retryable=False)
     return connector
 
-
-Kind = Literal["http", "sql", "llm"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import email.utils
 import fnmatch
-import posixpath
+import os
 import random
 import time
 from typing import TYPE_CHECKING, Any, Literal
@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
 from orchestra.connectors import limits
-from orchestra.connectors.base import Connector, ConnectorConfig, audit_call, block, read_secret
+from orchestra.connectors.base import Connector, ConnectorConfig, ConnectorUnavailable, audit_call, block, read_secret
 from orchestra.errors import ConnectorError
 from orchestra.redact import redact, redact_text
 from orchestra.spec import parse_duration
@@ -129,8 +129,6 @@ class HttpConnector(Connector):
 
     def __init__(self, config: HttpConfig) -> None:
         super().__init__(config)
-        import os
-
         self.base_url = os.environ.get(config.base_url_env or "", "").rstrip("/") or config.base_url
         self._client = httpx.Client(timeout=httpx.Timeout(config.timeout), follow_redirects=False,
                                     headers=config.headers, limits=httpx.Limits(max_connections=20))
@@ -154,12 +152,9 @@ class HttpConnector(Connector):
             raise block(call, "http.allow.methods", f"{method} is not allowed on connector '{self.name}' "
                         f"(allowed: {', '.join(self.config.allow.methods)})", **details)
         bare = path.split("?", 1)[0]
-        if (not bare.startswith("/") or bare.startswith("//") or "\\" in bare or "@" in bare
-                or ".." in bare.split("/") or "%2e" in bare.lower() or posixpath.normpath(bare) != bare.rstrip("/") or bare):
-            if not bare.startswith("/") or bare.startswith("//") or "\\" in bare or ".." in bare.split("/") \
-                    or "%2e" in bare.lower() or "@" in bare:
-                raise block(call, "http.base_url", f"path '{path}' must be an absolute path under the connector's "
-                            "base URL, without '..', '//', '@' or a host", **details)
+        if not _is_plain_path(bare):
+            raise block(call, "http.base_url", f"path '{path}' must be an absolute path under the connector's "
+                        "base URL, without '..', '//', '@', '\\' or a host", **details)
         if not any(fnmatch.fnmatchcase(bare, pattern) for pattern in self.config.allow.paths):
             raise block(call, "http.allow.paths", f"path '{bare}' is not on connector '{self.name}''s allow-list "
                         f"({', '.join(self.config.allow.paths)})", **details)
@@ -207,8 +202,8 @@ class HttpConnector(Connector):
                 response = self._retrying()(attempt)
             except _Transient as exc:
                 audit_call(call, "http.called", {**audit, "error": exc.message, "tries": tries})
-                raise ConnectorError(f"http:{self.name} {request.method.upper()} {request.path} failed after "
-                                     f"{tries} tries: {exc.message}", retryable=True) from None
+                raise ConnectorUnavailable(f"http:{self.name} {request.method.upper()} {request.path} failed after "
+                                           f"{tries} tries: {exc.message}", retry_after=exc.retry_after) from None
         latency_ms = round((time.monotonic() - started) * 1000, 1)
         audit_call(call, "http.called", {**audit, "status": response.status_code, "tries": tries,
                                          "latency_ms": latency_ms})
@@ -250,13 +245,21 @@ class HttpConnector(Connector):
         return response
 
 
+def _is_plain_path(path: str) -> bool:
+    """Whether ``path`` stays under the base URL: absolute, no host, no dot segments (even encoded)."""
+    lowered = path.lower()
+    return (path.startswith("/") and not path.startswith("//") and "\\" not in path and "@" not in path
+            and "%2e" not in lowered and "%2f" not in lowered and "%5c" not in lowered
+            and ".." not in path.split("/") and "." not in path.split("/"))
+
+
 def _output(response: httpx.Response) -> dict[str, Any]:
     out: dict[str, Any] = {"status": response.status_code, "headers": redact(dict(response.headers))}
     if "json" in response.headers.get("content-type", ""):
         try:
-            out["json"] = response.json()
+            out["json"] = redact(response.json())
             return out
         except ValueError:
             pass
-    out["text"] = response.text
+    out["text"] = redact_text(response.text)
     return out

@@ -1,0 +1,36 @@
+"""``uses: llm:<connector>``: ask a model for an answer that fits ``output_schema``.
+
+``with``: ``prompt`` or ``messages``, ``system``, ``output_schema``,
+``max_tokens``, ``max_invalid``. The output is ``{answer, provider, model,
+tokens, latency_ms, asks}``. When the answers keep breaking the schema the step
+fails, or with ``on_invalid: escalate`` parks for a person to give the answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orchestra.connectors.base import BudgetExceeded, connector_for
+from orchestra.connectors.escalate import escalate
+from orchestra.connectors.llm import InvalidAnswer, LlmConnector
+from orchestra.steps.base import StepCall, StepKind, register_kind
+
+
+class LlmKind(StepKind):
+    name = "llm"
+
+    def execute(self, call: StepCall) -> Any:
+        connector = connector_for(call, call.step.target, LlmConnector)
+        assert isinstance(connector, LlmConnector)
+        request = connector.parse_request(call, call.params)
+        try:
+            return connector.ask(call, request)
+        except InvalidAnswer as exc:
+            if call.step.on_invalid != "escalate":
+                raise
+            raise escalate(call, reason="invalid_answer", detail=exc.problem, form=request.output_schema) from exc
+        except BudgetExceeded as exc:
+            raise escalate(call, reason="budget_exceeded", detail=exc.message, form=request.output_schema) from exc
+
+
+register_kind(LlmKind())

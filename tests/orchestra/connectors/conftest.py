@@ -1,0 +1,82 @@
+"""Fixtures for the connector tests: loopback servers, a connector config, and step calls on real runs."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import yaml
+
+from orchestra import db, keys
+from orchestra.audit import list_events, verify_chain
+from orchestra.connectors.base import parse_connectors, registry
+from orchestra.ids import new_id
+from orchestra.models import Run
+from orchestra.spec import load_spec
+from orchestra.steps.base import StepCall
+from tests.orchestra.connectors.servers import ChatCompletions, Payments
+
+
+@pytest.fixture
+def payments() -> Iterator[Payments]:
+    server = Payments().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def chat() -> Iterator[ChatCompletions]:
+    server = ChatCompletions().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def connectors() -> Iterator[Callable[[str], None]]:
+    """``connectors(yaml_text)`` makes this process use those connectors (fresh Redis limits and budgets)."""
+    client = keys.client()
+    for prefix in (keys.RATE, keys.SEMAPHORE, keys.BUDGET):
+        for key in client.scan_iter(prefix + "*"):
+            client.delete(key)
+
+    def use(text: str) -> None:
+        registry.configure(parse_connectors(yaml.safe_load(text)))
+
+    yield use
+    registry.configure(None)
+
+
+def create_run(workflow: str) -> str:
+    run_id = new_id()
+    with db.write_session() as session:
+        session.add(Run(id=run_id, workflow=workflow, version=1, status="running", input={}, submitted_by="tester"))
+    return run_id
+
+
+@pytest.fixture
+def make_call() -> Callable[..., StepCall]:
+    """``make_call(spec, step_id, params=None, item=-1, run_id=None)``: a StepCall on a real run row."""
+
+    def make(spec: str | dict[str, Any], step_id: str, params: dict[str, Any] | None = None, *, item: int = -1,
+             run_id: str | None = None, attempt: int = 1, context: dict[str, Any] | None = None) -> StepCall:
+        workflow = load_spec(spec)
+        step = workflow.by_id[step_id]
+        return StepCall(run_id=run_id or create_run(workflow.name), step_id=step_id, item=item, attempt=attempt,
+                        spec=workflow, step=step, params=step.with_ if params is None else params,
+                        context=context or {"input": {}, "steps": {}}, actor="tester", execution_id=new_id())
+
+    return make
+
+
+def audit_of(run_id: str) -> list[dict[str, Any]]:
+    """The run's audit events as ``{type, payload}``, after checking the chain."""
+    with db.read_session() as session:
+        events = list_events(session, run_id)
+        assert verify_chain(events).verified
+        return [{"type": e.type, "step_id": e.step_id, "payload": e.payload} for e in events]
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
