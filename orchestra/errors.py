@@ -16,6 +16,7 @@ Tree::
     ├── WaitError                   human tasks and signals
     │   ├── AlreadyDecided
     │   ├── TaskExpired
+    │   ├── PayloadChanged          what the approver saw is no longer what the task shows
     │   └── NotAssignee
     └── AuthError                   missing or bad credentials
         └── Forbidden               a role that may not do this
@@ -113,6 +114,10 @@ class AlreadyDecided(WaitError, Conflict):
 
 class TaskExpired(WaitError, Conflict):
     """A decision on a task that expired or was closed."""
+
+
+class PayloadChanged(WaitError, Conflict):
+    """A decision bound to a payload that has changed since the task was shown."""
 
 
 class NotAssignee(WaitError):

@@ -256,7 +256,7 @@ class SignalWait(Base):
     attempt: Mapped[int] = mapped_column(Integer)
     name: Mapped[str] = mapped_column(String(100))
     deadline: Mapped[datetime | None] = mapped_column(nullable=True)
-    status: Mapped[str] = mapped_column(String(16), default=TaskStatus.open.value)  # open, approved (received), expired, cancelled
+    status: Mapped[str] = mapped_column(String(16), default=TaskStatus.open.value)  # open, received, expired, cancelled
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     closed_at: Mapped[datetime | None] = mapped_column(nullable=True)
 

@@ -211,3 +211,6 @@ def retry_run(run_id: str, *, actor: str = "system") -> Run:
                      payload={"steps": sorted({f"{r.step_id}" + (f"[{r.item}]" if r.item >= 0 else "") for r in failed})})
     enqueue(run_id)
     return run
+
+
+from orchestra import waits as _waits  # noqa: E402,F401 - registers the wait store's cancel and sweep hooks

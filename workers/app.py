@@ -13,7 +13,7 @@ def create_app() -> Celery:
     """Celery configured for at-least-once delivery: late acks, prefetch 1, requeue on worker loss."""
     settings = get_settings()
     url = redis_url()
-    celery = Celery("orchestra", broker=url, backend=url, include=["orchestra.runtime"])
+    celery = Celery("orchestra", broker=url, backend=url, include=["orchestra.runtime", "orchestra.waits", "orchestra.notify"])
     celery.conf.update(
         task_serializer="json",
         result_serializer="json",
@@ -35,6 +35,10 @@ def create_app() -> Celery:
 
 
 app = create_app()
+
+from orchestra.schedules import register_beat  # noqa: E402 - the schedules tick and its beat entry
+
+register_beat(app)
 
 
 @worker_ready.connect

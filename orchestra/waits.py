@@ -1,0 +1,253 @@
+"""The wait store: where parked runs sleep until a person or an event resumes them.
+
+A parked step has one Redis hash, ``keys.WAIT + <wait id>``, and, when it has a
+deadline, one member in the ``keys.DEADLINES`` sorted set scored by the
+deadline's epoch seconds. The database mirrors every wait (``human_tasks`` and
+``signal_waits``), so ``recover`` can rebuild Redis from it.
+
+Two Lua scripts keep concurrent processes honest:
+
+- ``CLAIM_DECISION`` lets exactly one decision settle a task (or collects
+  quorum votes until one settles it);
+- ``CLAIM_DUE`` hands each due deadline to exactly one sweeper, by pushing its
+  score a lease into the future; a sweeper that dies mid-way leaves it to be
+  claimed again once that lease lapses.
+
+Resuming a run is one write transaction (mark the waiting step succeeded or
+failed, set the run running, audit) followed by ``dispatch_run``, which
+recompiles what remains from the database.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from orchestra import db, keys
+from orchestra.audit import record_event
+from orchestra.models import (
+    TERMINAL_RUN,
+    Decision,
+    HumanTask,
+    Run,
+    RunStatus,
+    SignalWait,
+    StepRun,
+    StepStatus,
+    TaskStatus,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+HUMAN = "h"
+SIGNAL = "s"
+CLAIM_TTL = 24 * 3600  # a settled claim outlives the wait so late losers hear who won
+DUE_LEASE = 30.0  # seconds a sweeper holds a due deadline before another may take it
+DUE_BATCH = 100
+
+CLAIM_DECISION = """
+local claim = redis.call('GET', KEYS[2])
+if claim then return {'decided', claim} end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing', ''} end
+if ARGV[3] == 'approve' and tonumber(ARGV[4]) > 1 then
+  if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then return {'voted', ''} end
+  redis.call('SADD', KEYS[3], ARGV[1])
+  if redis.call('SCARD', KEYS[3]) < tonumber(ARGV[4]) then return {'vote', ''} end
+end
+redis.call('SET', KEYS[2], ARGV[1] .. '|' .. ARGV[2], 'EX', ARGV[5])
+return {'won', ''}
+"""
+
+CLAIM_DUE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, id in ipairs(due) do redis.call('ZADD', KEYS[1], ARGV[3], id) end
+return due
+"""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What ``claim_decision`` found: ``won``, ``vote``, ``voted``, ``decided`` (with who and when) or ``missing``."""
+
+    outcome: str
+    by: str = ""
+    at: str = ""
+
+
+def _epoch(moment: datetime) -> float:
+    return moment.astimezone(timezone.utc).timestamp()
+
+
+def store_wait(wait_id: str, kind: str, run_id: str, step_id: str, *, level: int = 0,
+               payload_hash: str = "", deadline: datetime | None = None) -> None:
+    """Write one wait (hash and deadline) to Redis."""
+    fields: dict[Any, Any] = {"k": kind, "r": run_id, "s": step_id, "l": level}
+    if payload_hash:
+        fields["h"] = payload_hash
+    pipe = keys.client().pipeline(transaction=True)
+    pipe.hset(keys.WAIT + wait_id, mapping=fields)
+    if deadline is not None:
+        pipe.zadd(keys.DEADLINES, {wait_id: _epoch(deadline)})
+    else:
+        pipe.zrem(keys.DEADLINES, wait_id)
+    pipe.execute()
+
+
+def drop_wait(wait_id: str) -> None:
+    """Forget a wait in Redis; its claim stays so late deciders learn who won."""
+    pipe = keys.client().pipeline(transaction=True)
+    pipe.delete(keys.WAIT + wait_id, keys.CLAIM + wait_id + ":votes")
+    pipe.zrem(keys.DEADLINES, wait_id)
+    pipe.execute()
+
+
+def claim_decision(task_id: str, actor: str, decision: str, quorum: int, at: datetime) -> Claim:
+    """Atomically settle ``task_id`` for ``actor``, or count their approval towards ``quorum``."""
+    r = keys.client()
+    outcome, detail = r.eval(CLAIM_DECISION, 3, keys.WAIT + task_id, keys.CLAIM + task_id,
+                             keys.CLAIM + task_id + ":votes", actor, at.isoformat(), decision, quorum, CLAIM_TTL)
+    if outcome == "decided":
+        by, _, when = str(detail).partition("|")
+        return Claim("decided", by, when)
+    return Claim(str(outcome))
+
+
+def release_claim(task_id: str, actor: str) -> None:
+    """Undo a claim or vote whose database write failed, so the decision can be made again."""
+    r = keys.client()
+    r.srem(keys.CLAIM + task_id + ":votes", actor)
+    claim = r.get(keys.CLAIM + task_id)
+    if claim is not None and str(claim).split("|", 1)[0] == actor:
+        r.delete(keys.CLAIM + task_id)
+
+
+def claim_due(now: datetime | None = None, limit: int = DUE_BATCH) -> list[str]:
+    """Wait ids whose deadline passed; each is handed to exactly one caller for ``DUE_LEASE`` seconds."""
+    at = _epoch(now or utcnow())
+    due = keys.client().eval(CLAIM_DUE, 1, keys.DEADLINES, at, limit, at + DUE_LEASE)
+    return [str(d) for d in due]
+
+
+def resume_step(session: Session, run: Run, row: StepRun, output: Any) -> None:
+    """Mark a waiting step succeeded with ``output`` and the run running again (caller audits, then dispatches)."""
+    now = utcnow()
+    row.status, row.output, row.error, row.finished_at = StepStatus.succeeded.value, output, None, now
+    if run.status not in TERMINAL_RUN:
+        run.status = RunStatus.running.value
+    run.updated_at = now
+    record_event(session, run, "step.succeeded", step_id=row.step_id,
+                 payload={"attempt": row.attempts, **({"item": row.item} if row.item >= 0 else {})})
+
+
+def fail_waiting_step(session: Session, run: Run, row: StepRun, message: str) -> None:
+    """Fail a waiting step, and with it the run, recording why."""
+    now = utcnow()
+    row.status, row.error, row.finished_at = StepStatus.failed.value, message, now
+    record_event(session, run, "step.failed", step_id=row.step_id, payload={"attempt": row.attempts, "error": message})
+    if run.status not in TERMINAL_RUN:
+        run.status, run.error, run.updated_at = RunStatus.failed.value, f"step {row.step_id} failed: {message}", now
+        record_event(session, run, "run.failed", payload={"step": row.step_id, "error": message})
+
+
+def after_resume(run_id: str, wait_id: str, *, dispatch: bool) -> None:
+    """Once the resume is committed: forget the Redis wait and compile what remains of the run."""
+    from orchestra.compiler import dispatch_run
+
+    try:
+        drop_wait(wait_id)
+    except Exception:  # noqa: BLE001 - the database is the truth; a stale wait is harmless
+        log.exception("could not drop wait %s from Redis", wait_id)
+    if dispatch:
+        dispatch_run(run_id)
+
+
+def close_open_waits(session: Session, run: Run, actor: str) -> None:
+    """A cancel hook: close the run's open tasks and signal waits, and drop them from Redis."""
+    now = utcnow()
+    ids: list[str] = []
+    for model in (HumanTask, SignalWait):
+        found = list(session.scalars(select(model.id).where(model.run_id == run.id,
+                                                             model.status == TaskStatus.open.value)))
+        if found:
+            session.execute(update(model).where(model.id.in_(found))
+                            .values(status=TaskStatus.cancelled.value, closed_at=now))
+            ids.extend(found)
+    if ids:
+        record_event(session, run, "wait.closed", actor=actor, payload={"waits": ids, "reason": "run cancelled"})
+    for wait_id in ids:
+        try:
+            drop_wait(wait_id)
+        except Exception:  # noqa: BLE001 - recover() skips closed waits, and a stale one is refused
+            log.exception("could not drop wait %s from Redis", wait_id)
+
+
+def recover() -> int:
+    """Rebuild every open wait, deadline and quorum vote in Redis from the database; returns how many waits."""
+    with db.read_session() as session:
+        waiting = select(StepRun.id).where(StepRun.status == StepStatus.waiting.value)
+        tasks = list(session.scalars(select(HumanTask).where(HumanTask.status == TaskStatus.open.value,
+                                                             HumanTask.row_id.in_(waiting))))
+        signals = list(session.scalars(select(SignalWait).where(SignalWait.status == TaskStatus.open.value,
+                                                                SignalWait.row_id.in_(waiting))))
+        votes = session.execute(select(Decision.task_id, Decision.actor).where(
+            Decision.task_id.in_([t.id for t in tasks]), Decision.final_for.is_(None))).all() if tasks else []
+    for task in tasks:
+        store_wait(task.id, HUMAN, task.run_id, task.step_id, level=task.level, payload_hash=task.payload_hash,
+                   deadline=task.deadline)
+    for wait in signals:
+        store_wait(wait.id, SIGNAL, wait.run_id, wait.step_id, deadline=wait.deadline)
+    for task_id, actor in votes:
+        keys.client().sadd(keys.CLAIM + task_id + ":votes", actor)
+    count = len(tasks) + len(signals)
+    log.info("recovered %d waits into Redis", count)
+    return count
+
+
+def restore_wait(wait_id: str) -> bool:
+    """Rebuild one wait from the database if it is open and its step is parked; True if it was."""
+    with db.read_session() as session:
+        task = session.get(HumanTask, wait_id)
+        wait = task or session.get(SignalWait, wait_id)
+        if wait is None or wait.status != TaskStatus.open.value:
+            return False
+        row = session.get(StepRun, wait.row_id)
+        if row is None or row.status != StepStatus.waiting.value:
+            return False
+    if task is not None:
+        store_wait(task.id, HUMAN, task.run_id, task.step_id, level=task.level, payload_hash=task.payload_hash,
+                   deadline=task.deadline)
+    else:
+        store_wait(wait.id, SIGNAL, wait.run_id, wait.step_id, deadline=wait.deadline)
+    return True
+
+
+def sweep_deadlines() -> int:
+    """A sweep hook: apply every due deadline (escalate, end the wait, or time out); returns how many."""
+    from orchestra.escalation import apply_deadline
+
+    due = claim_due()
+    for wait_id in due:
+        try:
+            apply_deadline(wait_id)
+        except Exception:  # noqa: BLE001 - one bad wait must not stop the others; it is retried after DUE_LEASE
+            log.exception("deadline of wait %s failed; it will be retried", wait_id)
+    return len(due)
+
+
+def install_hooks() -> None:
+    """Register the cancel and sweep hooks (idempotent)."""
+    from orchestra import runs, sweeper
+
+    if close_open_waits not in runs.CANCEL_HOOKS:
+        runs.CANCEL_HOOKS.append(close_open_waits)
+    if sweep_deadlines not in sweeper.SWEEP_HOOKS:
+        sweeper.SWEEP_HOOKS.append(sweep_deadlines)
+
+
+install_hooks()

@@ -1,0 +1,113 @@
+"""Deciding human tasks on real workers: resume, branching, policies and every refusal."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from orchestra.decisions import decide, list_tasks
+from orchestra.errors import AlreadyDecided, InputError, NotAssignee, NotFound
+from orchestra.runs import submit_run
+from tests.orchestra.waitkit import approval_spec, audit_of, event_types, open_task_of, unique
+from tests.support.harness import wait_for_run
+
+
+def test_an_approval_parks_the_run_and_a_decision_resumes_it_to_completion(workers, register):
+    name = unique("approval")
+    register(approval_spec(name))
+    run, _ = submit_run(name, {"what": "the refund"}, actor="bob")
+    assert wait_for_run(run.id)["status"] == "waiting"
+    task = open_task_of(run.id)
+    assert task["title"] == "Approve the refund?"
+    assert task["show"] == {"total": 3}
+    assert [t["id"] for t in list_tasks("carol", ["leads"]) if t["run_id"] == run.id] == [task["id"]]
+    assert [t for t in list_tasks("mallory", ["interns"]) if t["run_id"] == run.id] == []
+
+    decided = decide(task["id"], "approve", "alice", input={"note": "fine"}, comment="ok by me")
+
+    assert decided["status"] == "approved"
+    view = wait_for_run(run.id, ("succeeded", "failed"))
+    assert view["status"] == "succeeded"
+    steps = {s["id"]: s for s in view["steps"]}
+    assert steps["approve"]["output"]["decision"] == "approve"
+    assert steps["approve"]["output"]["decided_by"] == "alice"
+    assert steps["approve"]["output"]["input"] == {"note": "fine"}
+    assert steps["after"]["output"] == 13
+    events, verified = audit_of(run.id)
+    assert verified
+    requested = next(e for e in events if e.type == "human.requested")
+    decided_event = next(e for e in events if e.type == "human.decided")
+    assert requested.payload["payload_hash"] == task["payload_hash"]
+    assert decided_event.actor == "alice"
+    assert decided_event.payload["comment"] == "ok by me"
+
+
+def test_a_rejection_skips_the_approved_branch_and_the_run_succeeds(workers, register):
+    name = unique("reject")
+    register(approval_spec(name))
+    run, _ = submit_run(name, {"what": "x"})
+    task = open_task_of(run.id)
+    decide(task["id"], "reject", "carol", ["leads"], comment="no")
+    view = wait_for_run(run.id, ("succeeded", "failed"))
+    assert view["status"] == "succeeded"
+    assert {s["id"]: s["status"] for s in view["steps"]}["after"] == "skipped"
+
+
+def test_on_reject_fail_fails_the_run_with_the_reason(workers, register):
+    name = unique("rejectfail")
+    register(approval_spec(name, on_reject="fail"))
+    run, _ = submit_run(name, {"what": "x"})
+    task = open_task_of(run.id)
+    decide(task["id"], "reject", "alice", comment="too expensive")
+    view = wait_for_run(run.id, ("succeeded", "failed"))
+    assert view["status"] == "failed"
+    assert "rejected by alice: too expensive" in view["error"]
+    assert audit_of(run.id)[1]
+
+
+def test_fifty_concurrent_decisions_have_exactly_one_winner(workers, register):
+    name = unique("race")
+    register(approval_spec(name, assignees="[group:leads]"))
+    run, _ = submit_run(name, {"what": "x"})
+    task = open_task_of(run.id)
+
+    def attempt(i: int) -> str:
+        try:
+            decide(task["id"], "approve" if i % 2 else "reject", f"user{i}", ["leads"], comment=str(i))
+            return "won"
+        except AlreadyDecided as exc:
+            return exc.message
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        outcomes = list(pool.map(attempt, range(50)))
+    assert outcomes.count("won") == 1
+    losers = [o for o in outcomes if o != "won"]
+    assert all("already decided by user" in o for o in losers)
+    view = wait_for_run(run.id, ("succeeded", "failed"))
+    assert view["status"] == "succeeded"
+    assert event_types(run.id).count("human.decided:approve") == 1
+
+
+def test_every_bad_decision_gets_a_clear_error_and_the_wait_survives(workers, register):
+    name = unique("bad")
+    register(approval_spec(name))
+    run, _ = submit_run(name, {"what": "x"})
+    task = open_task_of(run.id)
+    with pytest.raises(NotFound, match="orchestra inbox"):
+        decide("0190c4a6-0000-7000-8000-000000000000", "approve", "alice")
+    with pytest.raises(NotFound, match="not a task id"):
+        decide("nope", "approve", "alice")
+    with pytest.raises(NotAssignee, match="mallory is not an assignee.*group:leads, alice"):
+        decide(task["id"], "approve", "mallory", ["interns"])
+    with pytest.raises(InputError) as bad_form:
+        decide(task["id"], "approve", "alice", input={"amount": "lots"})
+    assert bad_form.value.errors[0]["loc"] == ["input", "amount"]
+    assert "is not of type 'number'" in bad_form.value.errors[0]["msg"]
+    with pytest.raises(InputError, match="not a decision"):
+        decide(task["id"], "maybe", "alice")
+    assert open_task_of(run.id)["status"] == "open"
+    decide(task["id"], "approve", "alice")
+    with pytest.raises(AlreadyDecided, match="already decided by alice at"):
+        decide(task["id"], "reject", "carol", ["leads"])
+    assert wait_for_run(run.id, ("succeeded", "failed"))["status"] == "succeeded"
