@@ -12,4 +12,8 @@ def bootstrap() -> list[WorkflowSpec]:
     """Apply migrations and register the specs under ``config/workflows``; returns those specs."""
     migrations.upgrade()
     directory = get_settings().workflows_dir
-    return load_config_workflows(directory) if directory.exists() else []
+    specs = load_config_workflows(directory) if directory.exists() else []
+    from orchestra.schedules import load_config_schedules
+
+    load_config_schedules(get_settings().config_dir / "schedules.yaml")
+    return specs

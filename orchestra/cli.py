@@ -280,6 +280,80 @@ def up(procfile: Path = typer.Option(Path("Procfile"), help="Processes to start.
     raise typer.Exit(run_stack(procfile))
 
 
+keys_app = typer.Typer(help="API keys: create (the token is shown once), list, revoke.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@app.command()
+def api(host: str = typer.Option(None, help="Defaults to ORCHESTRA_API_HOST (127.0.0.1)."),
+        port: int = typer.Option(None, help="Defaults to ORCHESTRA_API_PORT (8000)."),
+        workers: int = typer.Option(1, help="uvicorn worker processes.")) -> None:
+    """Serve the HTTP API with uvicorn."""
+    import uvicorn
+
+    from orchestra.settings import get_settings
+
+    settings = get_settings()
+    uvicorn.run("orchestra.api:create_app", factory=True, host=host or settings.api_host,
+                port=port or settings.api_port, workers=workers, proxy_headers=True)
+
+
+@keys_app.command("create")
+def keys_create(
+    name: str = typer.Option(..., "--name", help="Who the key acts as; the actor on audit events."),
+    role: str = typer.Option(..., "--role", help="admin, submitter, approver, viewer or auditor."),
+    group: list[str] = typer.Option([], "--group", help="An approver's group; repeat for several."),
+    expires: str = typer.Option(None, "--expires", help="Lifetime such as 30d or 12h; never expires when left out."),
+) -> None:
+    """Create a key and print its token once; only a hash of it is stored."""
+    from datetime import timedelta
+
+    from orchestra.auth import create_key
+    from orchestra.spec import parse_duration
+
+    try:
+        lifetime = timedelta(seconds=parse_duration(expires)) if expires else None
+    except ValueError as exc:
+        fail(f"--expires: {exc}")
+    try:
+        token = create_key(name, role, group, expires_in=lifetime)
+    except OrchestraError as exc:
+        report(exc)
+    err.print(f"created key [bold]{escape(name)}[/bold] ({role}); the token is shown only now:")
+    sys.stdout.write(token + "\n")
+
+
+@keys_app.command("list")
+def keys_list(as_json: bool = typer.Option(False, "--json"),
+              revoked: bool = typer.Option(False, "--revoked", help="Include revoked keys.")) -> None:
+    """The keys, never their tokens."""
+    from orchestra.auth import list_keys
+
+    found = list_keys(include_revoked=revoked)
+    if as_json:
+        emit_json(found)
+        return
+    table = Table(title="API keys")
+    for column in ("name", "role", "groups", "created", "expires", "last used", "revoked"):
+        table.add_column(column)
+    for k in found:
+        table.add_row(k["name"], k["role"], ", ".join(k["groups"]), (k["created_at"] or "")[:19],
+                      (k["expires_at"] or "")[:19], (k["last_used_at"] or "")[:19], (k["revoked_at"] or "")[:19])
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(name: str = typer.Argument(..., help="The key's name or id.")) -> None:
+    """Revoke a key; its token stops working at once."""
+    from orchestra.auth import revoke_key
+
+    try:
+        revoked = revoke_key(name)
+    except OrchestraError as exc:
+        report(exc)
+    console.print(f"revoked key {escape(revoked['name'])} ({revoked['id']})")
+
+
 def main() -> None:
     app()
 

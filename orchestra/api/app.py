@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from orchestra.api import errors, ops, runs, schedules, workflows
+from orchestra.api import errors, ops, runs, schedules, tasks, workflows
 from orchestra.settings import get_settings
 
 DESCRIPTION = """\
@@ -18,7 +18,7 @@ def create_app() -> FastAPI:
     """The API with every route of the public surface."""
     app = FastAPI(title="Orchestra", version="1.0.0", description=DESCRIPTION)
     errors.install(app)
-    for module in (ops, workflows, runs, schedules):
+    for module in (ops, workflows, runs, tasks, schedules):
         app.include_router(module.router)
     app.add_middleware(errors.BodyLimit, max_bytes=get_settings().max_body_bytes)
     return app

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
-from functools import lru_cache
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -12,25 +10,11 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from orchestra.auth import Principal, authenticate
 from orchestra.errors import AuthError
-from orchestra.settings import get_settings
+from orchestra.notify import secret_key
 
 SESSION_COOKIE = "orchestra_session"
 SESSION_MAX_AGE = 12 * 3600
 _bearer = HTTPBearer(auto_error=False, description="An API key from `orchestra keys create`.")
-
-
-@lru_cache(maxsize=1)
-def secret_key() -> str:
-    """``ORCHESTRA_SECRET_KEY``, or a random key kept in ``var/secret_key`` (created once)."""
-    settings = get_settings()
-    if settings.secret_key:
-        return settings.secret_key
-    path = settings.var_dir / "secret_key"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(48))
-        path.chmod(0o600)
-    return path.read_text().strip()
 
 
 def _serializer() -> URLSafeTimedSerializer:

@@ -143,7 +143,14 @@ class TaskOut(BaseModel):
     form: dict[str, Any] | None = None
     deadline: str | None = None
     level: int = Field(description="Escalation level; 0 until the first escalation.")
-    status: str
+    status: Literal["open", "approved", "rejected", "expired", "cancelled"]
+    body: str | None = None
+    show: Any = Field(default=None, description="What the approver is shown, rendered from the run.")
+    payload_hash: str | None = Field(default=None, description="Send back with a decision to bind it to what was shown.")
+    quorum: int = 1
+    decided_by: str | None = None
+    output: Any = None
+    created_at: str | None = None
 
 
 class TaskList(BaseModel):
@@ -154,15 +161,10 @@ class DecisionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     decision: Literal["approve", "reject"]
-    input: dict[str, Any] | None = Field(default=None, description="Must match the task's form.")
+    input: Any = Field(default=None, description="Must match the task's form.")
     comment: str | None = Field(default=None, max_length=10_000)
-
-
-class DecisionOut(BaseModel):
-    task_id: str
-    run_id: str
-    decision: Literal["approve", "reject"]
-    status: str
+    payload_hash: str | None = Field(default=None, max_length=64,
+                                     description="The task's payload_hash when it was shown; 409 if it changed since.")
 
 
 class ScheduleIn(BaseModel):
