@@ -204,9 +204,21 @@ def recover() -> int:
         store_wait(wait.id, SIGNAL, wait.run_id, wait.step_id, deadline=wait.deadline)
     for task_id, actor in votes:
         keys.client().sadd(keys.CLAIM + task_id + ":votes", actor)
+    redeclare_queues()
     count = len(tasks) + len(signals)
     log.info("recovered %d waits into Redis", count)
     return count
+
+
+def redeclare_queues() -> None:
+    """Re-create the broker's queue bindings, which a Redis that lost its data no longer routes to."""
+    from orchestra.compiler import celery_app
+
+    app = celery_app()
+    with app.connection_for_write() as conn:
+        channel = conn.default_channel
+        for queue in app.amqp.queues.values():
+            queue(channel).declare()
 
 
 def restore_wait(wait_id: str) -> bool:
