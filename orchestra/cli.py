@@ -354,6 +354,88 @@ def keys_revoke(name: str = typer.Argument(..., help="The key's name or id.")) -
     console.print(f"revoked key {escape(revoked['name'])} ({revoked['id']})")
 
 
+def _decider(as_user: str | None, groups: list[str] | None) -> tuple[str, list[str], bool]:
+    """Without ``--as`` the CLI acts as the local operator, who sees and may decide every task."""
+    if as_user:
+        return as_user, list(groups or []), False
+    return _cli_actor(), list(groups or []), True
+
+
+@app.command()
+def inbox(
+    as_user: str | None = typer.Option(None, "--as", help="Act as this user (default: the operator, who sees all)."),
+    group: list[str] | None = typer.Option(None, "--group", "-g", help="A group of --as; repeat for several."),
+    status: str = typer.Option("open", help="open, approved, rejected, expired, cancelled or all."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """List the human tasks you may act on."""
+    from orchestra.decisions import list_tasks
+
+    actor, groups, is_admin = _decider(as_user, group)
+    tasks = list_tasks(actor, groups, is_admin=is_admin, status=None if status == "all" else status)
+    if as_json:
+        emit_json(tasks)
+        return
+    table = Table("task", "title", "run", "step", "assignees", "level", "deadline", "status")
+    for t in tasks:
+        table.add_row(t["id"], escape(t["title"]), t["run_id"], t["step_id"], escape(", ".join(t["assignees"])),
+                      str(t["level"]), (t["deadline"] or "")[:19], t["status"])
+    console.print(table if tasks else "[dim]no tasks[/dim]")
+
+
+@app.command()
+def decide(
+    task_id: str = typer.Argument(..., help="The task id, from `orchestra inbox`."),
+    decision: str = typer.Argument(..., help="approve or reject."),
+    input: str | None = typer.Option(None, "--input", "-i", help="Form input: JSON text, or @file.json."),
+    comment: str | None = typer.Option(None, "--comment", "-m", help="Why; recorded in the audit trail."),
+    as_user: str | None = typer.Option(None, "--as", help="Decide as this user (default: the operator)."),
+    group: list[str] | None = typer.Option(None, "--group", "-g", help="A group of --as; repeat for several."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Approve or reject a human task; its run resumes."""
+    from orchestra.decisions import decide as decide_task
+
+    actor, groups, is_admin = _decider(as_user, group)
+    data = parse_input(input) if input is not None else None
+    try:
+        view = decide_task(task_id, decision, actor, groups, is_admin=is_admin, input=data, comment=comment)
+    except OrchestraError as exc:
+        report(exc)
+    if as_json:
+        emit_json(view)
+        return
+    console.print(f"task {view['id']} {view['status']} by {escape(str(view['decided_by'] or actor))}; "
+                  f"run {view['run_id']} resumes")
+
+
+@app.command()
+def cancel(
+    run_id: str = typer.Argument(..., help="The run to end."),
+    reason: str = typer.Option("", "--reason", help="Recorded on the run and in its audit trail."),
+) -> None:
+    """Cancel a pending, running or waiting run; its open tasks close."""
+    from orchestra.runs import cancel_run
+
+    try:
+        run = cancel_run(run_id, actor=_cli_actor(), reason=reason)
+    except OrchestraError as exc:
+        report(exc)
+    console.print(f"{run.id} {_status(run.status)}")
+
+
+@app.command()
+def recover() -> None:
+    """Rebuild every wait and deadline in Redis from the database (after Redis lost its data)."""
+    from orchestra.waits import recover as recover_waits
+
+    try:
+        count = recover_waits()
+    except OrchestraError as exc:
+        report(exc)
+    console.print(f"rebuilt {count} wait{'s' if count != 1 else ''} in Redis")
+
+
 def main() -> None:
     app()
 
