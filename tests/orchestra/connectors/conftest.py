@@ -8,12 +8,13 @@ from typing import Any
 
 import pytest
 import yaml
+from sqlalchemy import select
 
 from orchestra import db, keys
 from orchestra.audit import list_events, verify_chain
 from orchestra.connectors.base import parse_connectors, registry
 from orchestra.ids import new_id
-from orchestra.models import Run
+from orchestra.models import Run, StepRun
 from orchestra.spec import load_spec
 from orchestra.steps.base import StepCall
 from tests.orchestra.connectors.servers import ChatCompletions, Payments
@@ -63,9 +64,18 @@ def make_call() -> Callable[..., StepCall]:
              run_id: str | None = None, attempt: int = 1, context: dict[str, Any] | None = None) -> StepCall:
         workflow = load_spec(spec)
         step = workflow.by_id[step_id]
-        return StepCall(run_id=run_id or create_run(workflow.name), step_id=step_id, item=item, attempt=attempt,
+        run_id = run_id or create_run(workflow.name)
+        with db.write_session() as session:
+            row = session.scalars(select(StepRun).where(StepRun.run_id == run_id, StepRun.step_id == step_id,
+                                                        StepRun.item == item)).first()
+            if row is None:
+                row = StepRun(id=new_id(), run_id=run_id, step_id=step_id, item=item, status="running",
+                              attempts=attempt)
+                session.add(row)
+            row_id = row.id
+        return StepCall(run_id=run_id, step_id=step_id, item=item, attempt=attempt,
                         spec=workflow, step=step, params=step.with_ if params is None else params,
-                        context=context or {"input": {}, "steps": {}}, actor="tester", execution_id=new_id())
+                        context=context or {"input": {}, "steps": {}}, actor="tester", execution_id=row_id)
 
     return make
 
