@@ -89,7 +89,9 @@ def settle(reservation: Reservation, used: int) -> None:
     if delta:
         try:
             pipe = keys.client().pipeline()
-            pipe.incrby(reservation.run_key, delta).incrby(reservation.workflow_key, delta).execute()
+            pipe.incrby(reservation.run_key, delta)
+            pipe.incrby(reservation.workflow_key, delta)
+            pipe.execute()
         except redis.RedisError:
             pass  # the reservation stays counted: budgets err on the side of spending less
 

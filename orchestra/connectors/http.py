@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, stop_any
+from tenacity.stop import stop_base
 
 from orchestra.connectors import limits
 from orchestra.connectors.base import Connector, ConnectorConfig, ConnectorUnavailable, audit_call, block, read_secret
@@ -105,6 +106,17 @@ class _Transient(Exception):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.message, self.retry_after = message, retry_after
+
+
+class _RetryAfterTooLong(stop_base):
+    """Stop sleeping in the worker when the system asks for a longer wait than ``max_wait``."""
+
+    def __init__(self, max_wait: float) -> None:
+        self.max_wait = max_wait
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        return bool((getattr(exc, "retry_after", None) or 0) > self.max_wait)
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -223,11 +235,7 @@ class HttpConnector(Connector):
                 return float(min(hinted, retry.max_wait))
             return float(min(retry.max_wait, retry.backoff * 2 ** (state.attempt_number - 1) * random.uniform(0.8, 1.2)))
 
-        def too_long(state: RetryCallState) -> bool:
-            exc = state.outcome.exception() if state.outcome else None
-            return (getattr(exc, "retry_after", None) or 0) > retry.max_wait
-
-        return Retrying(stop=stop_after_attempt(retry.attempts) | too_long, wait=wait,
+        return Retrying(stop=stop_any(stop_after_attempt(retry.attempts), _RetryAfterTooLong(retry.max_wait)), wait=wait,
                         retry=retry_if_exception_type(_Transient), reraise=True)
 
     def _send(self, call: StepCall, request: HttpRequest, url: str) -> httpx.Response:

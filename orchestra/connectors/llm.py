@@ -293,15 +293,17 @@ class LlmConnector(Connector):
         spent = {"prompt": 0, "completion": 0, "total": 0}
         re_asks = self.config.max_invalid if request.max_invalid is None else request.max_invalid
         latency = 0.0
+        problem, base = "", {}
         for attempt in range(1, re_asks + 2):
             completion = self.chat(call, messages, max_tokens=request.max_tokens)
             spent = {k: spent[k] + completion.usage[k] for k in spent}
             latency += completion.latency_ms
-            answer, problem = _check(completion.content, request.output_schema)
+            answer, found = _check(completion.content, request.output_schema)
             base = {"provider": completion.provider, "model": completion.model, "tokens": spent,
                     "latency_ms": round(latency, 1), "asks": attempt}
-            if problem is None:
+            if found is None:
                 return {"answer": answer, **base}
+            problem = found
             audit_call(call, "llm.invalid", {"connector": self.name, "problem": problem, "ask": attempt})
             messages = [*messages, {"role": "assistant", "content": completion.content or ""},
                         {"role": "user", "content": f"That answer is invalid: {problem}. Reply again with only a "
