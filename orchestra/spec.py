@@ -189,7 +189,7 @@ def load_spec(source: str | bytes | dict[str, Any]) -> WorkflowSpec:
         spec = WorkflowSpec.model_validate(data)
     except ValidationError as exc:
         raise SpecError("the workflow spec is invalid", _pydantic_errors(exc)) from None
-    errors = _graph_errors(spec) + _template_errors(spec) + _schema_errors(spec)
+    errors = _graph_errors(spec) + _template_errors(spec) + _schema_errors(spec) + _wait_errors(spec)
     if errors:
         raise SpecError("the workflow spec is invalid", errors)
     return spec
@@ -328,3 +328,98 @@ def _schema_errors(spec: WorkflowSpec) -> list[dict[str, Any]]:
         except Exception as exc:  # noqa: BLE001 - a schema so malformed that jsonschema cannot classify it
             errors.append({"loc": loc, "type": "json_schema", "msg": f"not a valid JSON Schema: {exc}; use a JSON object"})
     return errors
+
+
+_WAIT_FIELDS = {
+    "human": ("title", "body", "assignees", "form", "show", "timeout", "escalate", "quorum", "four_eyes"),
+    "signal": ("name", "schema", "timeout"),
+}
+_SIGNAL_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+def _wait_errors(spec: WorkflowSpec) -> list[dict[str, Any]]:
+    """Check the ``with`` of ``uses: human`` and ``uses: signal`` steps."""
+    errors: list[dict[str, Any]] = []
+    for i, step in enumerate(spec.steps):
+        if step.kind not in _WAIT_FIELDS:
+            continue
+        loc: list[Any] = ["steps", i, "with"]
+        allowed = _WAIT_FIELDS[step.kind]
+        for key in sorted(set(step.with_) - set(allowed)):
+            errors.append({"loc": [*loc, key], "type": "extra_forbidden",
+                           "msg": f"`uses: {step.kind}` has no field '{key}'; use one of: {', '.join(allowed)}"})
+        errors += _duration_error(step.with_.get("timeout"), [*loc, "timeout"])
+        errors += _human_errors(step.with_, loc) if step.kind == "human" else _signal_errors(step.with_, loc)
+    return errors
+
+
+def _duration_error(value: Any, loc: list[Any]) -> list[dict[str, Any]]:
+    if value is None or (isinstance(value, str) and templates.is_template(value)):
+        return []
+    try:
+        parse_duration(value)
+    except ValueError as exc:
+        return [{"loc": loc, "type": "duration", "msg": str(exc)}]
+    return []
+
+
+def _human_errors(with_: dict[str, Any], loc: list[Any]) -> list[dict[str, Any]]:
+    errors: list[dict[str, Any]] = []
+    assignees = with_.get("assignees")
+    if not (isinstance(assignees, str) and templates.is_template(assignees)) and (
+            not isinstance(assignees, list) or not assignees or not all(isinstance(a, str) and a for a in assignees)):
+        errors.append({"loc": [*loc, "assignees"], "type": "assignees",
+                       "msg": "a human step needs `assignees`: a list of user names and group:<name> entries, "
+                              "e.g. [alice, group:leads]"})
+    quorum = with_.get("quorum", 1)
+    if isinstance(quorum, bool) or not isinstance(quorum, int) or quorum < 1:
+        errors.append({"loc": [*loc, "quorum"], "type": "quorum",
+                       "msg": f"quorum {quorum!r} is not a whole number of approvers; use 1 or more"})
+    if not isinstance(with_.get("four_eyes", False), bool):
+        errors.append({"loc": [*loc, "four_eyes"], "type": "bool", "msg": "four_eyes is true or false"})
+    return errors + _escalate_errors(with_.get("escalate"), [*loc, "escalate"])
+
+
+def _escalate_errors(chain: Any, loc: list[Any]) -> list[dict[str, Any]]:
+    if chain is None:
+        return []
+    if not isinstance(chain, list):
+        return [{"loc": loc, "type": "escalate", "msg": "escalate is a list such as "
+                 "[{after: 4h, to: [group:managers]}, {after: 24h, action: reject}]"}]
+    errors: list[dict[str, Any]] = []
+    last = -1.0
+    for n, entry in enumerate(chain):
+        where = [*loc, n]
+        if not isinstance(entry, dict) or "after" not in entry or ("to" in entry) == ("action" in entry):
+            errors.append({"loc": where, "type": "escalate", "msg": "each entry is {after, to: [...]} or "
+                           "{after, action: approve|reject|fail}, with exactly one of `to` and `action`"})
+            continue
+        if set(entry) - {"after", "to", "action"}:
+            errors.append({"loc": where, "type": "extra_forbidden",
+                           "msg": f"unknown keys {sorted(set(entry) - {'after', 'to', 'action'})}; use after, to or action"})
+        duration = _duration_error(entry["after"], [*where, "after"])
+        errors += duration
+        if not duration and not (isinstance(entry["after"], str) and templates.is_template(entry["after"])):
+            after = parse_duration(entry["after"])
+            if after <= last:
+                errors.append({"loc": [*where, "after"], "type": "escalate_order",
+                               "msg": "each `after` counts from when the task opened; make it later than the entry before"})
+            last = after
+        if "to" in entry and (not isinstance(entry["to"], list) or not entry["to"]):
+            errors.append({"loc": [*where, "to"], "type": "assignees",
+                           "msg": "`to` is a non-empty list of users and group:<name> entries"})
+        if "action" in entry and entry["action"] not in ("approve", "reject", "fail"):
+            errors.append({"loc": [*where, "action"], "type": "enum",
+                           "msg": f"action {entry['action']!r} is not allowed; use approve, reject or fail"})
+        if "action" in entry and n != len(chain) - 1:
+            errors.append({"loc": where, "type": "escalate_order",
+                           "msg": "an `action` entry ends the wait, so it must be the last entry; move it to the end"})
+    return errors
+
+
+def _signal_errors(with_: dict[str, Any], loc: list[Any]) -> list[dict[str, Any]]:
+    name = with_.get("name")
+    if not isinstance(name, str) or not _SIGNAL_NAME.match(name):
+        return [{"loc": [*loc, "name"], "type": "signal_name",
+                 "msg": "a signal step needs a fixed `name` of letters, digits, '_', '.' or '-', e.g. payment"}]
+    return []
