@@ -16,12 +16,12 @@ DEFAULT_APPROVERS = ["group:admins"]
 
 
 def escalate(call: StepCall, *, reason: str, detail: str, form: dict[str, Any] | None,
-             approvers: list[str] | None = None) -> Park:
+             approvers: list[str] | None = None, show: dict[str, Any] | None = None) -> Park:
     """Open a human task for ``call`` and return the ``Park`` the kind raises."""
     from orchestra.steps.human import announce, open_task
 
     show = {"reason": reason, "detail": detail, "connector": call.step.target,
-            "prompt": call.params.get("prompt"), "payload": call.params.get("payload")}
+            "prompt": call.params.get("prompt"), **(show or {})}
     params = {"title": f"{call.spec.name}: step {call.step_id} needs a person ({reason.replace('_', ' ')})",
               "body": detail, "show": {k: v for k, v in show.items() if v is not None},
               "assignees": approvers or call.params.get("approvers") or DEFAULT_APPROVERS,

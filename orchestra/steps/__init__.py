@@ -6,3 +6,4 @@ from orchestra.steps import signal  # noqa: F401
 from orchestra.steps import http  # noqa: F401
 from orchestra.steps import sql  # noqa: F401
 from orchestra.steps import llm  # noqa: F401
+from orchestra.steps import agent  # noqa: F401
