@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, insert, select
 from sqlalchemy.orm import Session
 
 from orchestra.ids import new_id
@@ -24,18 +24,47 @@ from orchestra.redact import redact
 GENESIS = "0" * 64
 
 
-def _digest(event: AuditEvent) -> str:
-    body = {
-        "run_id": event.run_id,
-        "seq": event.seq,
-        "type": event.type,
-        "actor": event.actor,
-        "step_id": event.step_id,
-        "at": event.at.isoformat(),
-        "payload": event.payload,
-        "prev_hash": event.prev_hash,
-    }
+_FIELDS = ("run_id", "seq", "type", "actor", "step_id", "at", "payload", "prev_hash")
+
+
+def _digest(values: dict[str, Any]) -> str:
+    body = {k: values[k] for k in _FIELDS}
+    body["at"] = values["at"].isoformat()
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+
+
+def _event_values(event: AuditEvent) -> dict[str, Any]:
+    return {k: getattr(event, k) for k in _FIELDS}
+
+
+@dataclass
+class ChainHead:
+    """Where a run's chain ends: the run row's ``audit_seq`` and ``audit_hash``."""
+
+    run_id: str
+    seq: int
+    hash: str
+
+
+def append_event(
+    session: Session | Connection,
+    head: ChainHead,
+    type: str,
+    *,
+    actor: str = "system",
+    step_id: str | None = None,
+    payload: dict[str, Any] | None = None,
+    at: datetime | None = None,
+) -> None:
+    """Insert one event after ``head`` and move ``head`` on; the caller writes the head back to the run row."""
+    values: dict[str, Any] = {
+        "id": new_id(), "run_id": head.run_id, "seq": head.seq + 1, "type": type, "actor": actor, "step_id": step_id,
+        "at": at or utcnow(), "payload": json.loads(json.dumps(redact(payload or {}), default=str)),
+        "prev_hash": head.hash or GENESIS,
+    }
+    values["hash"] = _digest(values)
+    session.execute(insert(AuditEvent.__table__), [values])
+    head.seq, head.hash = values["seq"], values["hash"]
 
 
 def record_event(
@@ -47,24 +76,11 @@ def record_event(
     step_id: str | None = None,
     payload: dict[str, Any] | None = None,
     at: datetime | None = None,
-) -> AuditEvent:
+) -> None:
     """Append one event to ``run``'s chain. ``run`` must be locked by this transaction."""
-    event = AuditEvent(
-        id=new_id(),
-        run_id=run.id,
-        seq=run.audit_seq + 1,
-        type=type,
-        actor=actor,
-        step_id=step_id,
-        at=at or utcnow(),
-        payload=json.loads(json.dumps(redact(payload or {}), default=str)),
-        prev_hash=run.audit_hash or GENESIS,
-    )
-    event.hash = _digest(event)
-    run.audit_seq = event.seq
-    run.audit_hash = event.hash
-    session.add(event)
-    return event
+    head = ChainHead(run.id, run.audit_seq, run.audit_hash)
+    append_event(session, head, type, actor=actor, step_id=step_id, payload=payload, at=at)
+    run.audit_seq, run.audit_hash = head.seq, head.hash
 
 
 @dataclass(frozen=True)
@@ -89,7 +105,7 @@ def verify_chain(events: list[AuditEvent], head: str | None = None) -> Verificat
             return Verification(False, len(events), expected_seq, f"event {expected_seq} is missing")
         if event.prev_hash != prev:
             return Verification(False, len(events), event.seq, f"event {event.seq} does not link to the event before it")
-        if _digest(event) != event.hash:
+        if _digest(_event_values(event)) != event.hash:
             return Verification(False, len(events), event.seq, f"event {event.seq} ({event.type}) was altered")
         prev = event.hash
     if head is not None and events and head != prev:

@@ -8,12 +8,13 @@ same serialisation comes from ``SELECT ... FOR UPDATE`` on the run row.
 
 from __future__ import annotations
 
+import fcntl
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestra.settings import get_settings
@@ -22,6 +23,14 @@ _engine: Engine | None = None
 _engine_pid: int | None = None
 _factory: sessionmaker[Session] | None = None
 _read_factory: sessionmaker[Session] | None = None
+_lock_path: str | None = None
+
+
+def _sqlite_lock_path(eng: Engine) -> str | None:
+    database = eng.url.database
+    if eng.dialect.name != "sqlite" or not database or database == ":memory:":
+        return None
+    return f"{database}.writer-lock"
 
 
 def make_engine(url: str) -> Engine:
@@ -52,12 +61,13 @@ def _tune_sqlite(engine: Engine) -> None:
 
 def engine() -> Engine:
     """The process's engine, rebuilt after a fork so pooled connections are never shared."""
-    global _engine, _engine_pid, _factory, _read_factory
+    global _engine, _engine_pid, _factory, _read_factory, _lock_path
     if _engine is None or _engine_pid != os.getpid():
         if _engine is not None:
             _engine.dispose(close=False)
         _engine = make_engine(get_settings().resolved_database_url())
         _engine_pid = os.getpid()
+        _lock_path = _sqlite_lock_path(_engine)
         _factory = sessionmaker(_engine, expire_on_commit=False)
         reader = _engine.execution_options(sqlite_begin="DEFERRED")
         _read_factory = sessionmaker(reader, expire_on_commit=False)
@@ -78,8 +88,35 @@ def write_session() -> Iterator[Session]:
     """One write transaction: committed on success, rolled back on error."""
     engine()
     assert _factory is not None
-    with _factory() as session, session.begin():
+    with _writer_turn(), _factory() as session, session.begin():
         yield session
+
+
+@contextmanager
+def write_transaction() -> Iterator[Connection]:
+    """One write transaction on a bare Core connection, for the step runtime's hot path."""
+    eng = engine()
+    with _writer_turn(), eng.begin() as connection:
+        yield connection
+
+
+@contextmanager
+def _writer_turn() -> Iterator[None]:
+    """On SQLite, queue writers on a file lock.
+
+    SQLite's busy handler polls with sleeps of up to 100 ms, so contended writers
+    idle long after the lock is free. A kernel file lock wakes the next writer
+    the moment the previous one commits. PostgreSQL needs none of this.
+    """
+    if _lock_path is None:
+        yield
+        return
+    with open(_lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @contextmanager

@@ -18,14 +18,15 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, bindparam, insert, or_, select, update
 
 from orchestra import db, leases, templates
-from orchestra.audit import record_event
+from orchestra.audit import ChainHead, append_event
 from orchestra.compiler import dispatch_run, fanout_canvas
 from orchestra.errors import OrchestraError, StepError, StepTimeout, TemplateError
 from orchestra.ids import new_id
@@ -54,27 +55,81 @@ class Claim:
     items: int = 0
 
 
-def step_context(run: Run, rows: list[StepRun], item: Any = None) -> dict[str, Any]:
+RUNS = Run.__table__
+STEPS = StepRun.__table__
+_RUN_COLUMNS = (RUNS.c.id, RUNS.c.workflow, RUNS.c.version, RUNS.c.status, RUNS.c.input, RUNS.c.submitted_by,
+                RUNS.c.created_at, RUNS.c.audit_seq, RUNS.c.audit_hash)
+
+
+@dataclass
+class LockedRun:
+    """The run columns the runtime reads, with its audit head, locked for one transaction.
+
+    The hot path uses SQLAlchemy Core rather than ORM objects: a step costs two
+    short transactions, and the ORM's unit of work was most of their time.
+    """
+
+    id: str
+    workflow: str
+    version: int
+    status: str
+    input: Any
+    submitted_by: str
+    created_at: datetime
+    head: ChainHead
+
+    def event(self, session: Any, type: str, **fields: Any) -> None:
+        append_event(session, self.head, type, **fields)
+
+    def save(self, session: Any, **changes: Any) -> None:
+        """Write the audit head, ``updated_at`` and ``changes`` back to the run row."""
+        session.execute(_SAVE_RUN, {"run_id_": self.id, "audit_seq": self.head.seq, "audit_hash": self.head.hash,
+                                    "updated_at": utcnow(), **changes})
+        self.status = changes.get("status", self.status)
+
+
+# Built once: constructing a statement costs more than executing it on the hot path.
+_LOCK_RUN = select(*_RUN_COLUMNS).where(RUNS.c.id == bindparam("run_id")).with_for_update()
+_SAVE_RUN = update(RUNS).where(RUNS.c.id == bindparam("run_id_"))
+_STEP_ROW = select(STEPS).where(STEPS.c.id == bindparam("row_id"))
+_SET_STEP = update(STEPS).where(STEPS.c.id == bindparam("row_id_"))
+_STEP_ROWS = select(STEPS).where(
+    STEPS.c.run_id == bindparam("run_id"), STEPS.c.step_id.in_(bindparam("wanted", expanding=True)),
+    or_(STEPS.c.item == NO_ITEM, and_(STEPS.c.step_id == bindparam("step_id"), STEPS.c.item == bindparam("item"))),
+)
+
+
+def lock_run(session: Any, run_id: str) -> LockedRun | None:
+    row = session.execute(_LOCK_RUN, {"run_id": run_id}).first()
+    if row is None:
+        return None
+    return LockedRun(id=row.id, workflow=row.workflow, version=row.version, status=row.status, input=row.input,
+                     submitted_by=row.submitted_by, created_at=row.created_at,
+                     head=ChainHead(row.id, row.audit_seq, row.audit_hash))
+
+
+def _set_step(session: Any, row_id: str, **values: Any) -> int:
+    return int(session.execute(_SET_STEP, {"row_id_": row_id, **values}).rowcount)
+
+
+def step_context(run: Any, rows: list[Any], item: Any = None) -> dict[str, Any]:
     """What templates and conditions see."""
     steps = {r.step_id: {"output": r.output, "status": r.status} for r in rows if r.item == NO_ITEM}
     return {"input": run.input, "steps": steps, "item": item,
             "run": {"id": run.id, "workflow": run.workflow, "version": run.version, "submitted_by": run.submitted_by}}
 
 
-def _load_rows(session: Any, run_id: str, spec: WorkflowSpec, step_id: str, item: int) -> dict[tuple[str, int], StepRun]:
+def _load_rows(session: Any, run_id: str, spec: WorkflowSpec, step_id: str, item: int) -> dict[tuple[str, int], Any]:
     step = spec.by_id[step_id]
-    wanted = set(step.needs or []) | spec.reads[step_id] | {step_id}
-    query = select(StepRun).where(
-        StepRun.run_id == run_id, StepRun.step_id.in_(wanted),
-        or_(StepRun.item == NO_ITEM, and_(StepRun.step_id == step_id, StepRun.item == item)),
-    )
-    return {(r.step_id, r.item): r for r in session.scalars(query)}
+    wanted = sorted(set(step.needs or []) | spec.reads[step_id] | {step_id})
+    params = {"run_id": run_id, "wanted": wanted, "step_id": step_id, "item": item}
+    return {(r.step_id, r.item): r for r in session.execute(_STEP_ROWS, params)}
 
 
 def claim_step(run_id: str, step_id: str, item: int) -> Claim:
     """Decide, in one transaction, whether this message runs the step."""
-    with db.write_session() as session:
-        run = session.get(Run, run_id, with_for_update=True)
+    with db.write_transaction() as session:
+        run = lock_run(session, run_id)
         if run is None or run.status in TERMINAL_RUN:
             return Claim(Outcome.PASS)
         spec = get_workflow(run.workflow, run.version)
@@ -99,7 +154,7 @@ def claim_step(run_id: str, step_id: str, item: int) -> Claim:
             return Claim(Outcome.PASS)
 
 
-def _claimable(row: StepRun) -> bool:
+def _claimable(row: Any) -> bool:
     if row.status == StepStatus.pending.value:
         return True
     if row.status == StepStatus.running.value:
@@ -107,132 +162,143 @@ def _claimable(row: StepRun) -> bool:
     return False
 
 
-def _claim_ready(session: Any, run: Run, spec: WorkflowSpec, step: Step, row: StepRun, context: dict[str, Any]) -> Claim:
+def _claim_ready(session: Any, run: LockedRun, spec: WorkflowSpec, step: Step, row: Any,
+                 context: dict[str, Any]) -> Claim:
     now = utcnow()
-    if run.status in (RunStatus.pending.value, RunStatus.waiting.value):
-        if run.status == RunStatus.pending.value:
-            record_event(session, run, "run.started", payload={"workflow": run.workflow, "version": run.version})
-        run.status = RunStatus.running.value
-    run.updated_at = now
+    if run.status == RunStatus.pending.value:
+        run.event(session, "run.started", payload={"workflow": run.workflow, "version": run.version})
+    run_status = RunStatus.running.value
     if row.item == NO_ITEM and step.if_ and not templates.evaluate(step.if_, context):
-        row.status, row.finished_at = StepStatus.skipped.value, now
-        record_event(session, run, "step.skipped", step_id=step.id, payload={"if": step.if_})
+        _set_step(session, row.id, status=StepStatus.skipped.value, finished_at=now)
+        run.event(session, "step.skipped", step_id=step.id, payload={"if": step.if_})
+        run.save(session, status=run_status)
         return Claim(Outcome.DONE)
     if row.item == NO_ITEM and step.for_each:
         return _start_fanout(session, run, step, row, context)
     params = templates.render(step.with_, context)
-    token = new_id()
-    row.status, row.attempts, row.input = StepStatus.running.value, row.attempts + 1, params
-    row.started_at = row.started_at or now
-    row.lease_token, row.lease_expires_at = token, leases.expiry()
-    record_event(session, run, "step.started", step_id=step.id,
-                 payload={"attempt": row.attempts, **({"item": row.item} if row.item >= 0 else {})})
-    call = StepCall(run_id=run.id, step_id=step.id, item=row.item, attempt=row.attempts, spec=spec, step=step,
+    token, attempt = new_id(), row.attempts + 1
+    _set_step(session, row.id, status=StepStatus.running.value, attempts=attempt, input=params,
+              started_at=row.started_at or now, lease_token=token, lease_expires_at=leases.expiry())
+    run.event(session, "step.started", step_id=step.id,
+              payload={"attempt": attempt, **({"item": row.item} if row.item >= 0 else {})})
+    run.save(session, status=run_status)
+    call = StepCall(run_id=run.id, step_id=step.id, item=row.item, attempt=attempt, spec=spec, step=step,
                     params=params, context=context, actor=run.submitted_by, execution_id=row.id)
     return Claim(Outcome.RUN, call=call, token=token)
 
 
-def _start_fanout(session: Any, run: Run, step: Step, row: StepRun, context: dict[str, Any]) -> Claim:
+def _start_fanout(session: Any, run: LockedRun, step: Step, row: Any, context: dict[str, Any]) -> Claim:
     items = templates.evaluate(step.for_each or "", context)
     if not isinstance(items, list):
         raise TemplateError(f"for_each `{step.for_each}` gave {type(items).__name__}, not a list; make it name a list")
     now = utcnow()
-    existing = {r.item for r in session.scalars(select(StepRun).where(StepRun.run_id == run.id, StepRun.step_id == step.id,
-                                                                          StepRun.item >= 0))}
-    session.add_all(StepRun(id=new_id(), run_id=run.id, step_id=step.id, item=i, status=StepStatus.pending.value,
-                            attempts=0, input=value) for i, value in enumerate(items) if i not in existing)
-    row.status, row.started_at, row.attempts = StepStatus.running.value, row.started_at or now, row.attempts + 1
-    row.input = {"items": len(items)}
-    record_event(session, run, "step.started", step_id=step.id, payload={"items": len(items)})
+    existing = set(session.execute(select(STEPS.c.item).where(STEPS.c.run_id == run.id, STEPS.c.step_id == step.id,
+                                                              STEPS.c.item >= 0)).scalars())
+    fresh = [{"id": new_id(), "run_id": run.id, "step_id": step.id, "item": i, "status": StepStatus.pending.value,
+              "attempts": 0, "input": value} for i, value in enumerate(items) if i not in existing]
+    if fresh:
+        session.execute(insert(STEPS), fresh)
+    run.event(session, "step.started", step_id=step.id, payload={"items": len(items)})
+    values: dict[str, Any] = {"status": StepStatus.running.value, "started_at": row.started_at or now,
+                              "attempts": row.attempts + 1, "input": {"items": len(items)}}
     if not items:
-        row.status, row.output, row.finished_at = StepStatus.succeeded.value, [], now
-        record_event(session, run, "step.succeeded", step_id=step.id, payload={"items": 0})
-        return Claim(Outcome.DONE)
-    return Claim(Outcome.FANOUT, items=len(items))
+        values.update(status=StepStatus.succeeded.value, output=[], finished_at=now)
+        run.event(session, "step.succeeded", step_id=step.id, payload={"items": 0})
+    _set_step(session, row.id, **values)
+    run.save(session, status=RunStatus.running.value)
+    return Claim(Outcome.FANOUT, items=len(items)) if items else Claim(Outcome.DONE)
+
+
+def _held_row(session: Any, run_id: str, row_id: str, token: str) -> tuple[LockedRun, Any] | None:
+    """The locked run and the step row, if this worker's lease on the row still holds."""
+    run = lock_run(session, run_id)
+    row = session.execute(_STEP_ROW, {"row_id": row_id}).first()
+    if run is None or row is None or row.lease_token != token:
+        return None
+    return run, row
 
 
 def complete_step(run_id: str, row_id: str, token: str, output: Any) -> bool:
     """Record a step's output. False if the lease was lost to another worker meanwhile."""
-    with db.write_session() as session:
-        run = session.get(Run, run_id, with_for_update=True)
-        row = session.get(StepRun, row_id)
-        if run is None or row is None or row.lease_token != token or row.status != StepStatus.running.value:
+    with db.write_transaction() as session:
+        held = _held_row(session, run_id, row_id, token)
+        if held is None or held[1].status != StepStatus.running.value:
             return False
+        run, row = held
         now = utcnow()
-        row.status, row.output, row.error, row.finished_at = StepStatus.succeeded.value, output, None, now
-        row.lease_token = row.lease_expires_at = None
-        run.updated_at = now
+        _set_step(session, row.id, status=StepStatus.succeeded.value, output=output, error=None, finished_at=now,
+                  lease_token=None, lease_expires_at=None)
         duration = (now - row.started_at).total_seconds() if row.started_at else None
-        record_event(session, run, "step.succeeded", step_id=row.step_id,
-                     payload={"attempt": row.attempts, "duration_s": duration, **({"item": row.item} if row.item >= 0 else {})})
+        run.event(session, "step.succeeded", step_id=row.step_id,
+                  payload={"attempt": row.attempts, "duration_s": duration, **({"item": row.item} if row.item >= 0 else {})})
+        run.save(session)
     return True
 
 
 def schedule_retry(run_id: str, row_id: str, token: str, error: str, delay: float) -> bool:
     """Put a failed attempt back to pending; the lease covers the backoff so the sweeper leaves it alone."""
-    with db.write_session() as session:
-        run = session.get(Run, run_id, with_for_update=True)
-        row = session.get(StepRun, row_id)
-        if run is None or row is None or row.lease_token != token:
+    with db.write_transaction() as session:
+        held = _held_row(session, run_id, row_id, token)
+        if held is None:
             return False
-        row.status, row.error = StepStatus.pending.value, error
-        row.lease_expires_at = leases.expiry(delay)
-        run.updated_at = utcnow()
-        record_event(session, run, "step.retrying", step_id=row.step_id,
-                     payload={"attempt": row.attempts, "error": error, "delay_s": delay,
-                              **({"item": row.item} if row.item >= 0 else {})})
+        run, row = held
+        _set_step(session, row.id, status=StepStatus.pending.value, error=error, lease_expires_at=leases.expiry(delay))
+        run.event(session, "step.retrying", step_id=row.step_id,
+                  payload={"attempt": row.attempts, "error": error, "delay_s": delay,
+                           **({"item": row.item} if row.item >= 0 else {})})
+        run.save(session)
     return True
 
 
 def hold_back(run_id: str, row_id: str, token: str, delay: float) -> bool:
     """A connector said "not yet" (rate limit): give the attempt back and wait, holding no worker."""
-    with db.write_session() as session:
-        row = session.get(StepRun, row_id, with_for_update=True)
-        if row is None or row.lease_token != token:
+    with db.write_transaction() as session:
+        held = _held_row(session, run_id, row_id, token)
+        if held is None:
             return False
-        row.status, row.attempts = StepStatus.pending.value, max(0, row.attempts - 1)
-        row.lease_expires_at = leases.expiry(delay)
+        _set_step(session, row_id, status=StepStatus.pending.value, attempts=max(0, held[1].attempts - 1),
+                  lease_expires_at=leases.expiry(delay))
     return True
 
 
 def fail_step(run_id: str, row_id: str, token: str | None, exc: BaseException) -> None:
     """The last attempt failed: the step, and with it the run, fail with the error recorded."""
-    with db.write_session() as session:
-        run = session.get(Run, run_id, with_for_update=True)
-        row = session.get(StepRun, row_id)
+    with db.write_transaction() as session:
+        run = lock_run(session, run_id)
+        row = session.execute(_STEP_ROW, {"row_id": row_id}).first()
         if run is None or row is None or (token is not None and row.lease_token != token):
             return
-        parent = row if row.item == NO_ITEM else session.scalars(
-            select(StepRun).where(StepRun.run_id == run_id, StepRun.step_id == row.step_id, StepRun.item == NO_ITEM)).one()
+        parent = row if row.item == NO_ITEM else session.execute(select(STEPS).where(
+            STEPS.c.run_id == run_id, STEPS.c.step_id == row.step_id, STEPS.c.item == NO_ITEM)).one()
         _record_failure(session, run, row, parent, exc)
 
 
-def _record_failure(session: Any, run: Run, row: StepRun, parent: StepRun, exc: BaseException) -> None:
+def _record_failure(session: Any, run: LockedRun, row: Any, parent: Any, exc: BaseException) -> None:
     now = utcnow()
     message = describe(exc)
     label = row.step_id + (f"[{row.item}]" if row.item >= 0 else "")
-    for target in {row.id: row, parent.id: parent}.values():
-        target.status, target.error, target.finished_at = StepStatus.failed.value, message, now
-        target.lease_token = target.lease_expires_at = None
-    record_event(session, run, "step.failed", step_id=row.step_id,
-                 payload={"attempt": row.attempts, "error": message, **({"item": row.item} if row.item >= 0 else {})})
+    for target in {row.id, parent.id}:
+        _set_step(session, target, status=StepStatus.failed.value, error=message, finished_at=now,
+                  lease_token=None, lease_expires_at=None)
+    run.event(session, "step.failed", step_id=row.step_id,
+              payload={"attempt": row.attempts, "error": message, **({"item": row.item} if row.item >= 0 else {})})
+    changes: dict[str, Any] = {}
     if run.status not in TERMINAL_RUN:
-        run.status, run.error, run.updated_at = RunStatus.failed.value, f"step {label} failed: {message}", now
-        record_event(session, run, "run.failed", payload={"step": label, "error": message})
+        changes = {"status": RunStatus.failed.value, "error": f"step {label} failed: {message}"}
+        run.event(session, "run.failed", payload={"step": label, "error": message})
+    run.save(session, **changes)
 
 
 def park_step(run_id: str, row_id: str, token: str, park: Park) -> bool:
     """Leave the step waiting: no lease, no worker; the run waits unless other branches still run."""
-    with db.write_session() as session:
-        run = session.get(Run, run_id, with_for_update=True)
-        row = session.get(StepRun, row_id)
-        if run is None or row is None or row.lease_token != token:
+    with db.write_transaction() as session:
+        held = _held_row(session, run_id, row_id, token)
+        if held is None:
             return False
-        row.status, row.lease_token, row.lease_expires_at = StepStatus.waiting.value, None, None
-        if run.status not in TERMINAL_RUN:
-            run.status = RunStatus.waiting.value
-        run.updated_at = utcnow()
-        record_event(session, run, park.event, step_id=row.step_id, payload=park.audit)
+        run, row = held
+        _set_step(session, row.id, status=StepStatus.waiting.value, lease_token=None, lease_expires_at=None)
+        run.event(session, park.event, step_id=row.step_id, payload=park.audit)
+        run.save(session, **({} if run.status in TERMINAL_RUN else {"status": RunStatus.waiting.value}))
     if park.after_commit is not None:
         park.after_commit()
     return True
@@ -317,22 +383,22 @@ def _run_workflow(run_id: str) -> tuple[str, int]:
 @shared_task(name="orchestra.collect", acks_late=True)
 def collect_fanout(run_id: str, step_id: str) -> None:
     """Join a fan-out: the parent step succeeds with its items' outputs, in order."""
-    with db.write_session() as session:
-        run = session.get(Run, run_id, with_for_update=True)
+    with db.write_transaction() as session:
+        run = lock_run(session, run_id)
         if run is None or run.status in TERMINAL_RUN:
             return
-        rows = list(session.scalars(select(StepRun).where(StepRun.run_id == run_id, StepRun.step_id == step_id)
-                                    .order_by(StepRun.item)))
+        rows = list(session.execute(select(STEPS).where(STEPS.c.run_id == run_id, STEPS.c.step_id == step_id)
+                                    .order_by(STEPS.c.item)))
         parent = next((r for r in rows if r.item == NO_ITEM), None)
         items = [r for r in rows if r.item >= 0]
         if parent is None or parent.status != StepStatus.running.value:
             return
         if any(r.status not in DONE_STEP for r in items):
             return
-        now = utcnow()
-        parent.status, parent.output, parent.finished_at = StepStatus.succeeded.value, [r.output for r in items], now
-        run.updated_at = now
-        record_event(session, run, "step.succeeded", step_id=step_id, payload={"items": len(items)})
+        _set_step(session, parent.id, status=StepStatus.succeeded.value, output=[r.output for r in items],
+                  finished_at=utcnow())
+        run.event(session, "step.succeeded", step_id=step_id, payload={"items": len(items)})
+        run.save(session)
 
 
 @shared_task(name="orchestra.advance", acks_late=True)
@@ -348,31 +414,29 @@ def advance_run(run_id: str) -> None:
 @shared_task(name="orchestra.finish", acks_late=True)
 def finish_run(run_id: str) -> None:
     """End the run if every step has ended; otherwise leave it to whoever finishes last."""
-    with db.write_session() as session:
-        run = session.get(Run, run_id, with_for_update=True)
+    with db.write_transaction() as session:
+        run = lock_run(session, run_id)
         if run is None or run.status in TERMINAL_RUN:
             return
-        rows = list(session.scalars(select(StepRun).where(StepRun.run_id == run_id, StepRun.item == NO_ITEM)))
+        rows = list(session.execute(select(STEPS).where(STEPS.c.run_id == run_id, STEPS.c.item == NO_ITEM)))
         statuses = {r.status for r in rows}
         if statuses <= {s.value for s in DONE_STEP}:
             _succeed_run(session, run, rows)
         elif StepStatus.waiting.value in statuses and not statuses & {StepStatus.running.value}:
-            run.status = RunStatus.waiting.value
+            run.save(session, status=RunStatus.waiting.value)
 
 
-def _succeed_run(session: Any, run: Run, rows: list[StepRun]) -> None:
+def _succeed_run(session: Any, run: LockedRun, rows: list[Any]) -> None:
     spec = get_workflow(run.workflow, run.version)
-    now = utcnow()
     try:
         output = templates.render(spec.outputs, step_context(run, rows)) if spec.outputs else None
     except TemplateError as exc:
-        run.status, run.error, run.updated_at = RunStatus.failed.value, f"outputs: {exc.message}", now
-        record_event(session, run, "run.failed", payload={"error": run.error})
+        run.event(session, "run.failed", payload={"error": f"outputs: {exc.message}"})
+        run.save(session, status=RunStatus.failed.value, error=f"outputs: {exc.message}")
         return
-    run.status, run.output, run.updated_at = RunStatus.succeeded.value, output, now
-    duration = (now - run.created_at).total_seconds()
-    record_event(session, run, "run.succeeded", payload={"duration_s": duration})
-
+    duration = (utcnow() - run.created_at).total_seconds()
+    run.event(session, "run.succeeded", payload={"duration_s": duration})
+    run.save(session, status=RunStatus.succeeded.value, output=output)
 
 
 __all__ = ["run_step", "collect_fanout", "advance_run", "finish_run", "claim_step"]
