@@ -20,6 +20,9 @@ def create_app() -> FastAPI:
     errors.install(app)
     for module in (ops, workflows, runs, tasks, schedules):
         app.include_router(module.router)
+    from orchestra.ui import router as ui_router  # imported here: the UI imports orchestra.api.deps
+
+    app.include_router(ui_router)  # the web UI under /ui, left out of the OpenAPI schema
     app.add_middleware(errors.BodyLimit, max_bytes=get_settings().max_body_bytes)
     return app
 
