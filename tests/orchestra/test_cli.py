@@ -1,0 +1,100 @@
+"""The ``orchestra`` command as a user runs it: exit codes, clear errors, nothing half written."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+from sqlalchemy import func, select, text
+
+from orchestra import db
+from orchestra.models import Run
+from tests.support.harness import ROOT
+
+
+def cli(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([sys.executable, "-m", "orchestra.cli", *args], cwd=ROOT, env=dict(os.environ),
+                            capture_output=True, text=True, timeout=120)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def run_count() -> int:
+    with db.read_session() as session:
+        return session.scalar(select(func.count()).select_from(Run)) or 0
+
+
+def test_validate_accepts_the_example_and_rejects_a_bad_spec_with_field_paths(tmp_path):
+    assert cli("validate", str(ROOT / "config/workflows/example.yaml")).returncode == 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nsteps:\n  - {id: a, uses: 'task:x.y', needs: [ghost]}\n")
+    result = cli("validate", str(bad))
+    assert result.returncode == 1
+    assert "steps.0.needs.0" in result.stderr and "ghost" in result.stderr
+
+
+def test_bad_json_and_a_missing_input_file_are_refused_and_write_no_run():
+    before = run_count()
+    result = cli("submit", "example", "--input", "{not json")
+    assert result.returncode == 1 and "not valid JSON" in result.stderr
+    result = cli("submit", "example", "--input", "@/nonexistent/input.json")
+    assert result.returncode == 1 and "does not exist" in result.stderr
+    assert run_count() == before
+
+
+def test_input_that_fails_the_schema_names_the_field_and_writes_no_run():
+    before = run_count()
+    result = cli("submit", "example", "--input", json.dumps({"customer": 7}))
+    assert result.returncode == 1
+    assert "input" in result.stderr and "message" in result.stderr
+    assert run_count() == before
+
+
+def test_unknown_workflow_is_a_clear_error():
+    result = cli("submit", "no-such-workflow", "--input", "{}")
+    assert result.returncode == 1 and "no workflow named 'no-such-workflow'" in result.stderr
+
+
+def test_submit_wait_exits_0_on_success_and_1_on_failure(workers, register, tmp_path):
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    register(f"""
+name: {name}
+steps:
+  - {{id: a, uses: "task:tests.support.steps.add", with: {{a: "{{{{ input.a }}}}", b: 1}}}}
+  - {{id: b, uses: "task:tests.support.steps.flaky", if: "input.fail", with: {{key: "{name}", fail_times: 9}}}}
+""")
+    payload = tmp_path / "in.json"
+    payload.write_text(json.dumps({"a": 1, "fail": False}))
+    ok = cli("submit", name, "--input", f"@{payload}", "--wait")
+    assert ok.returncode == 0, ok.stderr
+    run_id, status = ok.stdout.split()
+    assert status == "succeeded"
+    failed = cli("submit", name, "--input", json.dumps({"a": 1, "fail": True}), "--wait")
+    assert failed.returncode == 1 and failed.stdout.split()[1] == "failed"
+    shown = json.loads(cli("show", run_id, "--json", check=True).stdout)
+    assert [s["status"] for s in shown["steps"]] == ["succeeded", "skipped"]
+    listed = json.loads(cli("runs", "--workflow", name, "--json", check=True).stdout)
+    assert {r["status"] for r in listed} == {"succeeded", "failed"}
+
+
+def test_audit_verify_holds_then_reports_the_tampered_event(workers, register):
+    name = f"cli-audit-{uuid.uuid4().hex[:8]}"
+    register(f"name: {name}\nsteps: [{{id: a, uses: 'task:tests.support.steps.noop'}}]")
+    run_id = cli("submit", name, "--input", "{}", "--wait", check=True).stdout.split()[0]
+    verified = cli("audit", run_id, "--verify")
+    assert verified.returncode == 0 and "verified" in verified.stderr
+    lines = cli("audit", run_id, "--format", "jsonl", check=True).stdout.splitlines()
+    assert [json.loads(line)["type"] for line in lines][0] == "run.submitted"
+    with db.engine().begin() as conn:
+        conn.execute(text("UPDATE audit_events SET actor = 'mallory' WHERE run_id = :r AND seq = 2"), {"r": run_id})
+    broken = cli("audit", run_id, "--verify")
+    assert broken.returncode == 1 and "first bad event: 2" in broken.stderr
+
+
+def test_show_of_an_unknown_run_names_the_fix():
+    result = cli("show", "not-a-uuid")
+    assert result.returncode == 1 and "orchestra runs" in result.stderr
