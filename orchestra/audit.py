@@ -12,9 +12,9 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, Table, insert, select
 from sqlalchemy.orm import Session
 
 from orchestra.ids import new_id
@@ -63,7 +63,7 @@ def append_event(
         "prev_hash": head.hash or GENESIS,
     }
     values["hash"] = _digest(values)
-    session.execute(insert(AuditEvent.__table__), [values])
+    session.execute(insert(cast(Table, AuditEvent.__table__)), [values])
     head.seq, head.hash = values["seq"], values["hash"]
 
 

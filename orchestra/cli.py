@@ -153,7 +153,7 @@ def runs(
     from orchestra.runs import list_runs
 
     found, _ = list_runs(workflow=workflow, status=status, limit=limit)
-    rows = [{"id": r.id, "workflow": r.workflow, "version": r.version, "status": r.status,
+    rows: list[dict[str, Any]] = [{"id": r.id, "workflow": r.workflow, "version": r.version, "status": r.status,
              "created_at": r.created_at.isoformat(), "error": r.error} for r in found]
     if as_json:
         emit_json(rows)

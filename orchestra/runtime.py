@@ -19,11 +19,11 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
-from sqlalchemy import and_, bindparam, insert, or_, select, update
+from sqlalchemy import Table, and_, bindparam, insert, or_, select, update
 
 from orchestra import db, leases, templates
 from orchestra.audit import ChainHead, append_event
@@ -55,8 +55,8 @@ class Claim:
     items: int = 0
 
 
-RUNS = Run.__table__
-STEPS = StepRun.__table__
+RUNS = cast(Table, Run.__table__)
+STEPS = cast(Table, StepRun.__table__)
 _RUN_COLUMNS = (RUNS.c.id, RUNS.c.workflow, RUNS.c.version, RUNS.c.status, RUNS.c.input, RUNS.c.submitted_by,
                 RUNS.c.created_at, RUNS.c.audit_seq, RUNS.c.audit_hash)
 

@@ -101,6 +101,7 @@ def step_references(value: Any, *, expression: bool = False) -> set[str]:
         return found
     source = "{{ " + value + " }}" if expression else value
     for node in _ENV.parse(source).find_all((nodes.Getattr, nodes.Getitem)):
+        assert isinstance(node, (nodes.Getattr, nodes.Getitem))
         target = node.node
         if isinstance(target, nodes.Name) and target.name == "steps":
             if isinstance(node, nodes.Getattr):
