@@ -95,6 +95,7 @@ class Payments(LoopbackServer):
         self.attempts: Counter[str] = Counter()  # requests per idempotency key
         self.refunds: dict[str, dict[str, Any]] = {}  # effective refunds per key
         self.applied = 0  # refunds actually applied (a double refund would make this exceed len(refunds))
+        self.hold_after_apply = 0.0  # seconds to sit on the answer after applying a refund (kill the caller here)
 
     def _save(self) -> None:
         if self.state_file is not None:
@@ -128,18 +129,22 @@ class Payments(LoopbackServer):
             return 503, {}, {"error": "temporarily unavailable"}
         if route.startswith("/slow"):
             time.sleep(float(path.split("seconds=", 1)[1]) if "seconds=" in path else 2.0)
-        return self._refund(key, body)
+        status, refund = self._refund(key, body, headers.get("authorization") or headers.get("x-api-key"))
+        if status == 201 and self.hold_after_apply:
+            time.sleep(self.hold_after_apply)
+        return status, {}, refund
 
-    def _refund(self, key: str, body: Any) -> tuple[int, dict[str, str], Any]:
+    def _refund(self, key: str, body: Any, credential: str | None) -> tuple[int, Any]:
         with self.lock:
             if key and key in self.refunds:
-                return 200, {}, self.refunds[key]
+                return 200, self.refunds[key]
             self.applied += 1
-            refund = {"refund_id": f"rf-{self.applied}", "key": key, "request": body}
+            # echoes the credential it saw, as careless systems do: the connector must redact it by value
+            refund = {"refund_id": f"rf-{self.applied}", "key": key, "request": body, "seen": credential}
             if key:
                 self.refunds[key] = refund
             self._save()
-            return 201, {}, refund
+            return 201, refund
 
 
 def completion(content: str | None = None, tool_calls: list[dict[str, Any]] | None = None,

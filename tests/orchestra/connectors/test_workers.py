@@ -1,0 +1,141 @@
+"""Connectors on real worker processes: kill -9 mid-call, a shared rate limit, and no secret anywhere.
+
+The workers load ``config/connectors.yaml``; its ``base_url_env`` variables point
+the ``payments`` and ``crm`` connectors at the loopback payments service.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from orchestra import db
+from orchestra.models import Base
+from orchestra.runs import submit_run
+from tests.support.harness import wait_for_run, wait_until
+
+pytestmark = pytest.mark.slow
+
+TOKEN = "pay-token-" + uuid.uuid4().hex
+CRM_KEY = "crm-key-" + uuid.uuid4().hex
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def endpoints(url: str) -> dict[str, str]:
+    return {"ORCHESTRA_PAYMENTS_URL": url, "ORCHESTRA_CRM_URL": url + "/crm"}
+
+
+def test_kill_9_during_a_payments_call_refunds_exactly_once(isolated_workers, register, payments):
+    payments.flaky, payments.hold_after_apply = 0, 4.0
+    name = unique("refund-kill")
+    register(f"""
+name: {name}
+connectors: [payments]
+steps:
+  - id: refund
+    uses: http:payments
+    with: {{method: POST, path: /refunds, json: {{order_id: A1, amount: 30}}}}
+    retry: {{attempts: 3, backoff: 1s}}
+""")
+    doomed = isolated_workers(concurrency=1, env=endpoints(payments.url))
+    run, _ = submit_run(name, {})
+    wait_until(lambda: payments.applied == 1, timeout=30, what="the refund to be applied")
+    doomed.kill9()
+    payments.hold_after_apply = 0.0
+    isolated_workers(concurrency=2, env=endpoints(payments.url))
+
+    view = wait_for_run(run.id, statuses=("succeeded", "failed"), timeout=60)
+
+    assert view["status"] == "succeeded", view
+    assert payments.applied == 1
+    sent_keys = {r["headers"]["Idempotency-Key"] for r in payments.requests}
+    assert len(payments.requests) >= 2 and sent_keys == {f"{run.id}:refund:-1"}
+    assert view["steps"][0]["output"]["json"]["refund_id"] == "rf-1"
+
+
+def test_a_rate_limit_of_10_per_second_holds_across_two_worker_processes(isolated_workers, register, payments):
+    payments.flaky = 0
+    name, notes = unique("notes"), 40
+    register(f"""
+name: {name}
+connectors: [crm]
+input_schema: {{type: object}}
+steps:
+  - id: note_each
+    uses: http:crm
+    for_each: "input.contacts"
+    max_parallel: {notes}
+    with: {{method: POST, path: /notes, json: {{contact: "{{{{ item }}}}"}}}}
+""")
+    first = isolated_workers(concurrency=4, env=endpoints(payments.url))
+    second = isolated_workers(concurrency=4, env=endpoints(payments.url))
+    run, _ = submit_run(name, {"contacts": [f"c{i}" for i in range(notes)]})
+
+    view = wait_for_run(run.id, statuses=("succeeded", "failed"), timeout=120)
+
+    assert view["status"] == "succeeded", view
+    times = sorted(r["at"] for r in payments.requests)
+    assert len(times) == notes
+    rate, burst = 10.0, 10  # crm: rate_limit 10/s, a bucket of one second's worth
+    for i, at in enumerate(times):
+        assert at - times[0] >= (i + 1 - burst) / rate - 0.15, f"request {i} came {at - times[0]:.2f}s in"
+    for worker in (first, second):
+        assert "orchestra.step" in worker.log.read_text(errors="replace"), "both workers should take steps"
+
+
+def everything_in_the_database() -> str:
+    with db.read_session() as session:
+        rows = [list(map(str, row)) for table in Base.metadata.sorted_tables
+                for row in session.execute(sa.select(table))]
+    return json.dumps(rows)
+
+
+def everything_in_redis(client: Any) -> str:
+    dump = []
+    for key in client.scan_iter("*"):
+        kind = client.type(key)
+        value = {"string": client.get, "hash": client.hgetall, "list": lambda k: client.lrange(k, 0, -1),
+                 "set": client.smembers, "zset": lambda k: client.zrange(k, 0, -1)}.get(kind, lambda k: None)(key)
+        dump.append(f"{key}={value}")
+    return "\n".join(dump)
+
+
+def test_no_secret_reaches_the_database_logs_or_redis(isolated_workers, register, payments, redis_client):
+    payments.flaky = 0
+    name = unique("secrets")
+    register(f"""
+name: {name}
+connectors: [payments, crm]
+steps:
+  - id: refund
+    uses: http:payments
+    with: {{method: POST, path: /refunds, json: {{order_id: S1}}}}
+  - id: note
+    uses: http:crm
+    with: {{method: POST, path: /notes, json: {{text: "refund {{{{ steps.refund.output.json.refund_id }}}}"}}}}
+  - id: refused
+    uses: http:payments
+    with: {{method: DELETE, path: /refunds}}
+""")
+    worker = isolated_workers(concurrency=2, env={**endpoints(payments.url), "ORCHESTRA_PAYMENTS_TOKEN": TOKEN,
+                                                  "ORCHESTRA_CRM_API_KEY": CRM_KEY})
+    run, _ = submit_run(name, {})
+
+    view = wait_for_run(run.id, statuses=("succeeded", "failed"), timeout=60)
+
+    assert view["status"] == "failed" and "blocked by http.allow.methods" in view["error"]
+    seen = {r["headers"].get("Authorization") or r["headers"].get("X-API-Key") for r in payments.requests}
+    assert seen == {f"Bearer {TOKEN}", CRM_KEY}, "the secrets were sent"
+    places = {"database": everything_in_the_database(), "worker log": worker.log.read_text(errors="replace"),
+              "redis": everything_in_redis(redis_client)}
+    assert "rf-1" in places["database"]
+    for where, text in places.items():
+        assert TOKEN not in text, f"the payments token leaked into the {where}"
+        assert CRM_KEY not in text, f"the CRM key leaked into the {where}"
