@@ -88,6 +88,9 @@ def _fix_hint(error: dict[str, Any]) -> str:
 
 def http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400:  # FastAPI could not decode the body at all
+        return error_response(422, error_body("the body is not valid UTF-8 JSON; send a JSON object", "json_invalid",
+                                              ["body"]))
     msg = {404: f"no such endpoint {request.url.path}; see /openapi.json",
            405: f"{request.method} is not allowed on {request.url.path}; see /openapi.json"}.get(
         exc.status_code, str(exc.detail))
@@ -102,7 +105,7 @@ def dependency_down(request: Request, exc: Exception) -> JSONResponse:
 
 
 def unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("%s %s failed", request.method, request.url.path)
+    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
     return error_response(500, error_body("internal error; it was logged on the server", "internal"))
 
 

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from orchestra.models import RunStatus, StepStatus
 
+MAX_INT = 2**31 - 1  # the largest integer every database column takes
 RunStatusName = Literal["pending", "running", "waiting", "succeeded", "failed", "cancelled"]
 StepStatusName = Literal["pending", "running", "waiting", "succeeded", "failed", "skipped", "cancelled"]
 assert set(RunStatusName.__args__) == {s.value for s in RunStatus}  # type: ignore[attr-defined]
@@ -55,7 +56,7 @@ class RunSubmit(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     workflow: str = Field(min_length=1, max_length=100, description="The workflow's name.")
-    version: int | None = Field(default=None, ge=1, description="A version; the latest when left out.")
+    version: int | None = Field(default=None, ge=1, le=MAX_INT, description="A version; the latest when left out.")
     input: Any = Field(default_factory=dict, description="Input; must match the workflow's input_schema.")
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200,
                                         description="Same key and body: the same run. Also accepted as a header.")

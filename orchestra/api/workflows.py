@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from orchestra.api.deps import Caller
-from orchestra.api.schemas import WorkflowList, WorkflowOut, WorkflowRef
+from orchestra.api.schemas import MAX_INT, WorkflowList, WorkflowOut, WorkflowRef
 from orchestra.api.responses import errors
 from orchestra.auth import Permission
 from orchestra.errors import SpecError
@@ -49,7 +51,8 @@ def get_workflows(caller: Caller) -> WorkflowList:
 
 
 @router.get("/{name}", response_model=WorkflowOut, responses=errors(401, 403, 404, 422, 503))
-def get_one_workflow(name: str, caller: Caller, version: int | None = None) -> WorkflowOut:
+def get_one_workflow(name: str, caller: Caller,
+                     version: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None) -> WorkflowOut:
     """One workflow's spec; the latest version unless ``?version=`` is given."""
     caller.require(Permission.workflows_read)
     spec = get_workflow(name, version)
