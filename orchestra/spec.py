@@ -100,7 +100,7 @@ class WorkflowSpec(_Model):
     """A whole workflow: its input contract, the connectors it may touch, and its steps."""
 
     name: str = Field(pattern=r"^[a-z0-9-]+$", max_length=100)
-    version: int | None = Field(default=None, ge=1)
+    version: int | None = Field(default=None, ge=1, le=2**31 - 1)
     description: str = ""
     input_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
     connectors: list[str] = Field(default_factory=list)
