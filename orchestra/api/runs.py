@@ -107,14 +107,14 @@ def _summary(run: Run) -> RunSummary:
                       updated_at=run.updated_at.isoformat())
 
 
-@router.get("/{run_id}", response_model=RunOut, responses=errors(401, 403, 404, 503))
+@router.get("/{run_id}", response_model=RunOut, responses=errors(401, 403, 404, 422, 503))
 def get_one(run_id: str, caller: Caller) -> dict[str, Any]:
     """A run with its steps in spec order."""
     _readable(caller, run_id)
     return run_view(run_id)
 
 
-@router.post("/{run_id}/cancel", response_model=RunOut, responses=errors(401, 403, 404, 409, 503))
+@router.post("/{run_id}/cancel", response_model=RunOut, responses=errors(401, 403, 404, 409, 422, 503))
 def cancel(run_id: str, caller: Caller) -> dict[str, Any]:
     """Cancel a pending, running or waiting run; 409 if it already ended."""
     caller.require(P.runs_manage)
@@ -122,7 +122,8 @@ def cancel(run_id: str, caller: Caller) -> dict[str, Any]:
     return run_view(run_id)
 
 
-@router.post("/{run_id}/retry", response_model=RunOut, status_code=202, responses=errors(401, 403, 404, 409, 503))
+@router.post("/{run_id}/retry", response_model=RunOut, status_code=202,
+             responses=errors(401, 403, 404, 409, 422, 503))
 def retry(run_id: str, caller: Caller) -> dict[str, Any]:
     """Resume a failed run; the steps that succeeded are not run again. 409 unless the run failed."""
     caller.require(P.runs_manage)
@@ -143,7 +144,7 @@ def signal(run_id: str, name: str, body: SignalIn, caller: Caller) -> SignalOut:
 @router.get("/{run_id}/audit", response_model=AuditOut, responses={
     200: {"content": {NDJSON: {"schema": {"type": "string"}}},
           "description": f"The events, or one per line when the request sends `Accept: {NDJSON}`."},
-    **errors(401, 403, 404, 503)})
+    **errors(401, 403, 404, 422, 503)})
 def get_audit(run_id: str, caller: Caller, request: Request) -> Response:
     """The run's audit events and whether their hash chain verifies."""
     caller.require(P.audit_read)

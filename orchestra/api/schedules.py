@@ -27,7 +27,7 @@ def post_schedule(body: ScheduleIn, caller: Caller) -> ScheduleOut:
     return ScheduleOut.model_validate(schedules.save_schedule(body.model_dump()))
 
 
-@router.delete("/{name}", status_code=204, response_class=Response, responses=errors(401, 403, 404, 503))
+@router.delete("/{name}", status_code=204, response_class=Response, responses=errors(401, 403, 404, 422, 503))
 def delete_schedule(name: str, caller: Caller) -> Response:
     """Delete a schedule; runs it already started are not touched."""
     caller.require(Permission.schedules_write)

@@ -27,7 +27,7 @@ def get_tasks(caller: Caller, status: TaskStatusName = "open",
     return TaskList.model_validate({"tasks": found})
 
 
-@router.get("/{task_id}", response_model=TaskOut, responses=errors(401, 403, 404, 503))
+@router.get("/{task_id}", response_model=TaskOut, responses=errors(401, 403, 404, 422, 503))
 def get_one_task(task_id: str, caller: Caller) -> TaskOut:
     """One task, if the caller is among its assignees."""
     caller.require(Permission.tasks_decide)
