@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -437,7 +438,11 @@ def recover() -> None:
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    finally:
+        # Celery result handles unsubscribe from Redis when collected; do it while the interpreter is whole.
+        gc.collect()
 
 
 if __name__ == "__main__":

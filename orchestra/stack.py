@@ -9,6 +9,7 @@ Procfile's processes start under honcho. Ctrl-C stops every one of them.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from honcho.environ import parse_procfile
@@ -31,6 +32,8 @@ def run_stack(procfile: Path) -> int:
     settings = get_settings()
     embedded: EmbeddedRedis | None = None
     env = dict(os.environ)
+    # The Procfile names `orchestra` and `celery`; find them in this interpreter's environment.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     if not settings.redis_url:
         embedded = EmbeddedRedis(settings.var_dir / "redis").start()
         marker = embedded_url_file()
