@@ -91,7 +91,8 @@ def task_page(request: Request, task_id: str, link: str | None = None, via: str 
         except AuthError as exc:
             return render(request, "error.html", 400, title="This link is not valid", message=exc.message)
         except TaskExpired as exc:
-            return render(request, "error.html", 409, title="This link no longer works", message=exc.message)
+            return render(request, "error.html", 409, title="This link no longer works", message=exc.message,
+                          back=(f"/ui/tasks/{task_id}", "Open the task"))
         if linked != task_id:
             return render(request, "error.html", 400, title="This link is not valid",
                           message="the link was signed for another task; use the link as sent")
