@@ -44,7 +44,7 @@ class SqlConfig(ConnectorConfig):
 
     kind: Literal["sql"]
     url: str | None = None  # SQLAlchemy URL without a password; `{var_dir}` is the settings' var directory
-    url_env: str | None = None  # or the whole URL from an environment variable (a secret)
+    url_env: str | None = None  # the whole URL from an environment variable (a secret); overrides url when set
     password_env: str | None = None  # the password, from an environment variable
     read_only: bool = True
     statements: list[str] | None = None  # allowed first keywords; default select (read-only) or select+dml
@@ -98,7 +98,8 @@ class SqlConnector(Connector):
 
     def _build_engine(self) -> sa.Engine:
         what = f"connector '{self.name}'"
-        raw = read_secret(self.config.url_env, what=what) if self.config.url_env else self.config.url
+        from_env = self.config.url_env and read_secret(self.config.url_env, what=what, optional=bool(self.config.url))
+        raw = from_env or self.config.url
         if not raw:
             raise ConnectorError(f"{what} has no database: set `url` or `url_env` in config/connectors.yaml",
                                  retryable=False)

@@ -139,3 +139,72 @@ steps:
     for where, text in places.items():
         assert TOKEN not in text, f"the payments token leaked into the {where}"
         assert CRM_KEY not in text, f"the CRM key leaked into the {where}"
+
+
+REFUND_FLOW = """
+name: {name}
+connectors: [orders, llm, payments]
+input_schema: {{type: object, required: [order_id, message], properties: {{order_id: {{type: string}}, message: {{type: string}}}}}}
+steps:
+  - id: lookup
+    uses: sql:orders
+    with: {{query: "select id, amount from orders where id = :id", params: {{id: "{{{{ input.order_id }}}}"}}}}
+  - id: decide
+    uses: llm:llm
+    with:
+      prompt: "Classify this customer message: {{{{ input.message }}}}"
+      output_schema: {{type: object, required: [category], properties: {{category: {{type: string}}}}}}
+  - id: refund
+    uses: http:payments
+    if: "steps.decide.output.answer.category == 'refund'"
+    with: {{method: POST, path: /refunds, json: {{order_id: "{{{{ input.order_id }}}}", amount: "{{{{ steps.lookup.output.rows[0].amount }}}}"}}}}
+outputs: {{refund: "{{{{ steps.refund.output.json.refund_id }}}}", category: "{{{{ steps.decide.output.answer.category }}}}"}}
+"""
+
+
+@pytest.fixture
+def business_db(stack: Any) -> None:
+    from orchestra.settings import get_settings
+
+    path = get_settings().var_dir / "business.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:
+        conn.execute(sa.text("create table if not exists orders (id text primary key, amount numeric)"))
+        conn.execute(sa.text("insert or replace into orders values ('A1', 42.5)"))
+    engine.dispose()
+
+
+def test_a_refund_request_reads_the_order_classifies_and_refunds_end_to_end(isolated_workers, register, payments,
+                                                                           business_db):
+    payments.flaky = 0
+    isolated_workers(concurrency=2, env=endpoints(payments.url))
+    name = unique("refund-flow")
+    register(REFUND_FLOW.format(name=name))
+    run, _ = submit_run(name, {"order_id": "A1", "message": "I was charged twice, I want my money back"})
+
+    view = wait_for_run(run.id, statuses=("succeeded", "failed"), timeout=60)
+
+    assert view["status"] == "succeeded", view["error"]
+    assert view["output"] == {"refund": "rf-1", "category": "refund"}
+    assert payments.requests[0]["body"] == {"order_id": "A1", "amount": 42.5}
+    with db.read_session() as session:
+        from orchestra.audit import list_events
+
+        events = {e.type: e.payload for e in list_events(session, run.id)}
+    assert events["llm.called"]["provider"] == "offline" and events["llm.called"]["tokens"]["total"] > 0
+    assert events["http.called"]["idempotency_key"] == f"{run.id}:refund:-1"
+
+
+def test_a_model_step_over_its_run_budget_waits_for_a_person(isolated_workers, register, payments, business_db):
+    isolated_workers(concurrency=2, env=endpoints(payments.url))
+    name = unique("refund-budget")
+    register(REFUND_FLOW.format(name=name))
+    essay = "money back " * 2000  # ~5000 tokens, over the llm connector's 4000-token run budget
+
+    run, _ = submit_run(name, {"order_id": "A1", "message": essay})
+    view = wait_for_run(run.id, statuses=("waiting", "succeeded", "failed"), timeout=60)
+
+    assert view["status"] == "waiting", view["error"]
+    assert [s["status"] for s in view["steps"]] == ["succeeded", "waiting", "pending"]
+    assert payments.requests == []
