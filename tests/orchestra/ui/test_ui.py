@@ -217,3 +217,38 @@ def test_an_approver_of_another_group_cannot_open_the_task(
     response = page.goto(f"{server}/ui/tasks/{task['id']}")
     assert response.status == 403
     assert "not an assignee" in page.inner_text("main")
+
+
+def test_a_decision_raced_from_two_browsers_is_recorded_once_and_the_loser_is_told_who_won(
+        server: str, browser: Any, workers: Any, refund: tuple[str, str], shoot: Callable[..., Any]) -> None:
+    workflow, group = refund
+    run, _ = submit_run(workflow, {"order_id": "R-2"}, actor="shop")
+    wait_for_run(run.id)
+    task = open_task_of(run.id)
+    pages = []
+    for _ in range(2):
+        name, token = _key("approver", [group])
+        page = browser.new_context().new_page()
+        sign_in(page, server, token, f"/ui/tasks/{task['id']}")
+        page.get_by_label("Reason").fill(f"decided by {name}")
+        page.get_by_label("Amount to refund").fill("5")
+        pages.append((name, page))
+    (winner, first), (_, second) = pages
+    first.get_by_role("button", name="Approve").click()
+    assert first.inner_text("#confirmation") == "You approved “Refund R-2?”."
+    second.get_by_role("button", name="Reject").click()
+    assert f"already decided by {winner}" in second.get_by_role("alert").inner_text()
+    assert second.locator("form.decision").count() == 0
+    shoot(second, "10-race-lost")
+    assert get_task(task["id"]).decided_by == winner
+
+
+def test_signing_out_ends_the_session(server: str, browser: Any) -> None:
+    _, token = _key("viewer")
+    page = browser.new_context().new_page()
+    sign_in(page, server, token)
+    assert page.url.endswith("/ui/runs")
+    page.get_by_role("button", name="Sign out").click()
+    assert "You are signed out." in page.inner_text("main")
+    page.goto(server + "/ui/runs")
+    assert "/ui/signin" in page.url
