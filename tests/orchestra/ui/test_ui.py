@@ -243,11 +243,15 @@ def test_a_decision_raced_from_two_browsers_is_recorded_once_and_the_loser_is_to
     assert get_task(task["id"]).decided_by == winner
 
 
-def test_signing_out_ends_the_session(server: str, browser: Any) -> None:
+def test_the_skip_link_works_from_the_keyboard_and_signing_out_ends_the_session(server: str, browser: Any) -> None:
     _, token = _key("viewer")
     page = browser.new_context().new_page()
     sign_in(page, server, token)
     assert page.url.endswith("/ui/runs")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "main"
     page.get_by_role("button", name="Sign out").click()
     assert "You are signed out." in page.inner_text("main")
     page.goto(server + "/ui/runs")
