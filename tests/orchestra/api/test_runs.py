@@ -169,3 +169,30 @@ def test_redis_down_gets_503_and_the_run_is_dispatched_after_it_returns(
     assert view["status"] == "succeeded"
     replay = api.post("/v1/runs", json=body, headers=key("submitter", name="outage-service-2"))
     assert replay.status_code == 202 and replay.json()["id"] == runs[0]["id"]
+
+
+FLAKY = """
+name: {name}
+steps:
+  - id: first
+    uses: task:tests.support.steps.count
+    with: {{key: "api:{name}:first"}}
+  - id: second
+    uses: task:tests.support.steps.flaky
+    with: {{key: "api:{name}:second", fail_times: 1}}
+    retry: {{attempts: 1}}
+"""
+
+
+@pytest.mark.slow
+def test_retry_resumes_a_failed_run_without_rerunning_succeeded_steps(
+        api: Any, key: Any, workflow: Any, workers: Any, redis_client: Any) -> None:
+    name = workflow(FLAKY)
+    admin = key("admin")
+    run_id = api.post("/v1/runs", json={"workflow": name, "input": {}}, headers=admin).json()["id"]
+    assert wait_for_run(run_id)["status"] == "failed"
+    assert api.post(f"/v1/runs/{run_id}/retry", headers=key("submitter")).status_code == 403
+    retried = api.post(f"/v1/runs/{run_id}/retry", headers=admin)
+    assert retried.status_code == 202
+    assert wait_for_run(run_id, ("succeeded", "failed"))["status"] == "succeeded"
+    assert redis_client.get(f"api:{name}:first") == "1"
