@@ -82,7 +82,11 @@ def compile_run(spec: WorkflowSpec, run_id: str, statuses: dict[str, str], segme
             parts.append(_task(ADVANCE_TASK, run_id))
             break
     else:
-        parts.append(_task(FINISH_TASK, run_id))
+        last = plan[-1] if plan else []
+        if len(last) == 1 and not spec.by_id[last[0]].for_each:
+            parts[-1].kwargs["finish"] = True  # the last step ends the run itself: one message fewer
+        else:
+            parts.append(_task(FINISH_TASK, run_id))
     return parts[0] if len(parts) == 1 else chain(*parts)
 
 

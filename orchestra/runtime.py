@@ -363,14 +363,19 @@ def _handle_failure(task: Task, call: StepCall, token: str, exc: BaseException) 
 
 
 @shared_task(name="orchestra.step", bind=True, acks_late=True, max_retries=None)
-def run_step(self: Task, run_id: str, step_id: str, item: int = NO_ITEM) -> None:
-    """Run one step (or one fan-out item) of a run. Safe to deliver more than once."""
+def run_step(self: Task, run_id: str, step_id: str, item: int = NO_ITEM, finish: bool = False) -> None:
+    """Run one step (or one fan-out item) of a run. Safe to deliver more than once.
+
+    ``finish`` marks the canvas's last step, which then ends the run itself.
+    """
     claim = claim_step(run_id, step_id, item)
     if claim.outcome == Outcome.RUN:
         execute(self, claim)
     elif claim.outcome == Outcome.FANOUT:
         spec = get_workflow(*_run_workflow(run_id))
         raise self.replace(fanout_canvas(spec, run_id, step_id, claim.items))
+    if finish:
+        finish_run(run_id)
 
 
 def _run_workflow(run_id: str) -> tuple[str, int]:

@@ -38,7 +38,8 @@ def test_messages_carry_ids_never_outputs():
     spec = linear(3)
     sig = compile_run(spec, "run-1", {"s0": "succeeded"})
     args = [list(t.args) for t in sig.tasks]
-    assert args == [["run-1", "s1", -1], ["run-1", "s2", -1], ["run-1"]]
+    assert args == [["run-1", "s1", -1], ["run-1", "s2", -1]]
+    assert sig.tasks[-1].kwargs == {"finish": True}  # the last step ends the run itself
     assert "output" not in json.dumps([dict(t) for t in sig.tasks])
 
 
@@ -58,7 +59,7 @@ steps:
 def test_ended_steps_are_not_compiled_again():
     spec = linear(4)
     sig = compile_run(spec, "r", {"s0": "succeeded", "s1": "skipped", "s2": "succeeded"})
-    assert [t.args[1] for t in sig.tasks[:-1]] == ["s3"]
+    assert sig.args[1] == "s3" and sig.kwargs == {"finish": True}
 
 
 def test_flower_sees_workflow_and_step_in_the_task_name():
