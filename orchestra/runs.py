@@ -105,16 +105,26 @@ def _find_idempotent(workflow: str, key: str, request_hash: str) -> Run | None:
     return run
 
 
+# Publishing fails fast when Redis is away; the sweeper dispatches pending runs once it is back.
+_PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+
+
 def enqueue(run_id: str) -> None:
-    """Send the run's canvas; raise ``Unavailable`` (the run stays pending) if the broker is down."""
-    from orchestra.compiler import dispatch_run
+    """Hand a recorded run to the workers as one small ``orchestra.advance`` message.
+
+    A worker compiles the canvas from the database. Publishing one task never
+    touches the result backend, so a Redis outage fails fast with ``Unavailable``
+    (the run stays as recorded) instead of hanging in Celery's result consumer.
+    """
+    from orchestra.compiler import ADVANCE_TASK, celery_app
 
     try:
-        dispatch_run(run_id)
+        celery_app().send_task(ADVANCE_TASK, args=[run_id], ignore_result=True, retry=True,
+                               retry_policy=_PUBLISH_RETRY)
     except (OSError, KombuOperationalError, RedisError) as exc:
         log.warning("run %s is recorded but could not be enqueued: %s", run_id, exc)
-        raise Unavailable(f"run {run_id} is recorded but the broker is unavailable; it will be dispatched "
-                          "when Redis is back (the sweeper retries pending runs)", run_id) from exc
+        raise Unavailable(f"run {run_id} is recorded but Redis is unavailable; it will be dispatched when Redis is "
+                          "back. Sending the same request with the same idempotency key returns this run", run_id) from exc
 
 
 def get_run(run_id: str) -> Run:

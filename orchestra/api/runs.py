@@ -14,18 +14,14 @@ from orchestra.api.deps import Caller
 from orchestra.api.responses import errors
 from orchestra.api.schemas import AuditOut, RunList, RunOut, RunStatusName, RunSubmit, RunSummary, SignalIn, SignalOut
 from orchestra.auth import Permission, Principal
-from kombu.exceptions import OperationalError as KombuOperationalError
-from redis.exceptions import RedisError
 
-from orchestra.compiler import ADVANCE_TASK, celery_app
 from orchestra.errors import InputError
 from orchestra.models import Run
-from orchestra.runs import Unavailable, cancel_run, get_run, list_runs, retry_run, run_view, submit_run
+from orchestra.runs import cancel_run, get_run, list_runs, retry_run, run_view, submit_run
 from orchestra.signals import deliver_signal
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
-_PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
 P = Permission
 NDJSON = "application/x-ndjson"
 
@@ -50,22 +46,6 @@ def _idempotency_key(body: RunSubmit, header: str | None) -> str | None:
     return key
 
 
-def send_run(run_id: str) -> None:
-    """Hand a recorded run to the workers as one small ``orchestra.advance`` message.
-
-    A worker compiles the canvas from the database. Publishing a single task never
-    touches the result backend, so a Redis outage fails fast here (503) instead of
-    hanging in Celery's result consumer; the sweeper dispatches the pending run later.
-    """
-    try:
-        celery_app().send_task(ADVANCE_TASK, args=[run_id], ignore_result=True, retry=True,
-                                 retry_policy=_PUBLISH_RETRY)
-    except (OSError, KombuOperationalError, RedisError) as exc:
-        log.warning("run %s is recorded but could not be enqueued: %s", run_id, exc)
-        raise Unavailable(f"run {run_id} is recorded but Redis is unavailable; it will be dispatched when Redis is "
-                          "back. Sending the same request with the same idempotency key returns this run", run_id) from exc
-
-
 @router.post("", status_code=202, response_model=RunOut, responses=errors(401, 403, 404, 409, 413, 422, 503))
 def submit(body: RunSubmit, caller: Caller, response: Response,
            idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None) -> dict[str, Any]:
@@ -76,10 +56,7 @@ def submit(body: RunSubmit, caller: Caller, response: Response,
     """
     caller.require(P.runs_submit)
     key = _idempotency_key(body, idempotency_key)
-    run, created = submit_run(body.workflow, body.input, version=body.version, idempotency_key=key, actor=caller.name,
-                              dispatch=False)
-    if created:
-        send_run(run.id)
+    run, created = submit_run(body.workflow, body.input, version=body.version, idempotency_key=key, actor=caller.name)
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
     response.headers["Location"] = f"/v1/runs/{run.id}"
