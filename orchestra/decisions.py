@@ -67,7 +67,7 @@ def list_tasks(actor: str, groups: Sequence[str] = (), *, is_admin: bool = False
                limit: int = 200) -> list[dict[str, Any]]:
     """The tasks ``actor`` may act on (every task for an admin), newest first. ``status=None`` lists all."""
     principal = Decider(actor, tuple(groups), is_admin)
-    query = select(HumanTask).join(Run, Run.id == HumanTask.run_id).order_by(HumanTask.id.desc())
+    query = select(HumanTask).join(Run, Run.id == HumanTask.run_id).order_by(HumanTask.created_at.desc())
     if status:
         query = query.where(HumanTask.status == status)
     if status == TaskStatus.open.value:
