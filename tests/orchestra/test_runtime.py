@@ -190,3 +190,18 @@ steps:
     view = wait_for_run(run.id)
     assert view["status"] == "failed"
     assert "input.missing.deeper" in view["error"]
+
+
+def test_a_run_longer_than_one_segment_continues_from_the_database(workers, register):
+    name = unique("segments")
+    steps = "\n".join(
+        f"  - {{id: s{i}, uses: 'task:tests.support.steps.add', with: {{a: \"{{{{ steps.s{i - 1}.output }}}}\", b: 1}}}}"
+        if i else "  - {id: s0, uses: 'task:tests.support.steps.add', with: {a: 0, b: 1}}"
+        for i in range(40)
+    )
+    register(f"name: {name}\nsteps:\n{steps}\noutputs: {{last: '{{{{ steps.s39.output }}}}'}}\n")
+    run, _ = submit_run(name, {})
+    view = wait_for_run(run.id, timeout=120)
+    assert view["status"] == "succeeded"
+    assert view["output"] == {"last": 40}
+    assert all(s["attempts"] == 1 for s in view["steps"])
