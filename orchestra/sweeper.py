@@ -20,7 +20,9 @@ from datetime import timedelta
 
 from sqlalchemy import exists, select, update
 
-from orchestra import db
+from redis.exceptions import RedisError
+
+from orchestra import db, keys
 from orchestra.compiler import dispatch_run
 from orchestra.models import Run, RunStatus, StepRun, StepStatus, utcnow
 from orchestra.settings import get_settings
@@ -28,6 +30,7 @@ from orchestra.settings import get_settings
 log = logging.getLogger(__name__)
 
 SWEEP_HOOKS: list[Callable[[], object]] = []
+CELERY_QUEUE = "celery"  # Celery's default queue, a Redis list
 
 
 def reap_lapsed_leases() -> int:
@@ -58,9 +61,16 @@ def reap_lapsed_leases() -> int:
 
 
 def redispatch_stalled() -> int:
-    """Re-dispatch pending or running runs that made no progress for ``stall_seconds``."""
+    """Re-dispatch pending or running runs that made no progress for ``stall_seconds``.
+
+    While the broker queue holds a backlog a quiet run is most likely waiting its
+    turn, so the wait is ten times longer: re-dispatching it would only add load.
+    """
+    from orchestra.runs import enqueue  # runs imports the wait store, which registers hooks here
+
     now = utcnow()
-    cutoff = now - timedelta(seconds=get_settings().stall_seconds)
+    stall = get_settings().stall_seconds * (10 if _backlog() else 1)
+    cutoff = now - timedelta(seconds=stall)
     live_lease = exists().where(StepRun.run_id == Run.id, StepRun.lease_expires_at > now)
     with db.read_session() as session:
         stalled = session.execute(
@@ -73,10 +83,17 @@ def redispatch_stalled() -> int:
         with db.write_session() as session:
             won = session.execute(update(Run).where(Run.id == run_id, Run.updated_at == old).values(updated_at=now)).rowcount  # type: ignore[attr-defined]
         if won:
-            log.warning("run %s made no progress for %ss; re-dispatching", run_id, get_settings().stall_seconds)
-            dispatch_run(run_id)
+            log.warning("run %s made no progress for %ss; re-dispatching", run_id, stall)
+            enqueue(run_id)
             count += 1
     return count
+
+
+def _backlog() -> bool:
+    try:
+        return bool(keys.client().llen(CELERY_QUEUE))
+    except RedisError:
+        return True  # Redis is away: nothing can be dispatched anyway
 
 
 def sweep_once() -> None:
