@@ -187,27 +187,62 @@ def close_open_waits(session: Session, run: Run, actor: str) -> None:
             log.exception("could not drop wait %s from Redis", wait_id)
 
 
-def recover() -> int:
-    """Rebuild every open wait, deadline and quorum vote in Redis from the database; returns how many waits."""
+def _open_waits() -> tuple[list[HumanTask], list[SignalWait], list[tuple[str, str]]]:
+    """Every open wait whose step is parked, and the quorum votes cast on open tasks."""
     with db.read_session() as session:
         waiting = select(StepRun.id).where(StepRun.status == StepStatus.waiting.value)
         tasks = list(session.scalars(select(HumanTask).where(HumanTask.status == TaskStatus.open.value,
                                                              HumanTask.row_id.in_(waiting))))
         signals = list(session.scalars(select(SignalWait).where(SignalWait.status == TaskStatus.open.value,
                                                                 SignalWait.row_id.in_(waiting))))
-        votes = session.execute(select(Decision.task_id, Decision.actor).where(
-            Decision.task_id.in_([t.id for t in tasks]), Decision.final_for.is_(None))).all() if tasks else []
-    for task in tasks:
-        store_wait(task.id, HUMAN, task.run_id, task.step_id, level=task.level, payload_hash=task.payload_hash,
-                   deadline=task.deadline)
-    for wait in signals:
-        store_wait(wait.id, SIGNAL, wait.run_id, wait.step_id, deadline=wait.deadline)
+        votes = [(t, a) for t, a in session.execute(select(Decision.task_id, Decision.actor).where(
+            Decision.task_id.in_([t.id for t in tasks]), Decision.final_for.is_(None))).all()] if tasks else []
+    return tasks, signals, votes
+
+
+def _store(waits: list[HumanTask | SignalWait], votes: list[tuple[str, str]]) -> None:
+    for wait in waits:
+        if isinstance(wait, HumanTask):
+            store_wait(wait.id, HUMAN, wait.run_id, wait.step_id, level=wait.level, payload_hash=wait.payload_hash,
+                       deadline=wait.deadline)
+        else:
+            store_wait(wait.id, SIGNAL, wait.run_id, wait.step_id, deadline=wait.deadline)
+    ids = {w.id for w in waits}
     for task_id, actor in votes:
-        keys.client().sadd(keys.CLAIM + task_id + ":votes", actor)
+        if task_id in ids:
+            keys.client().sadd(keys.CLAIM + task_id + ":votes", actor)
+
+
+def recover() -> int:
+    """Rebuild every open wait, deadline and quorum vote in Redis from the database; returns how many waits."""
+    tasks, signals, votes = _open_waits()
+    _store([*tasks, *signals], votes)
     redeclare_queues()
     count = len(tasks) + len(signals)
     log.info("recovered %d waits into Redis", count)
     return count
+
+
+def reconcile_waits(every: float = 30.0) -> int:
+    """A sweep hook: once per ``every`` seconds across all sweepers, restore the waits Redis is missing.
+
+    This heals a wait whose Redis write was lost (a worker died right after parking, or Redis lost its
+    data) without an operator; ``recover`` does the same at once and for everything.
+    """
+    r = keys.client()
+    if not r.set(keys.RECONCILE, "1", nx=True, ex=max(1, int(every))):
+        return 0
+    tasks, signals, votes = _open_waits()
+    waits: list[HumanTask | SignalWait] = [*tasks, *signals]
+    pipe = r.pipeline(transaction=False)
+    for wait in waits:
+        pipe.exists(keys.WAIT + wait.id)
+    missing = [w for w, present in zip(waits, pipe.execute()) if not present]
+    if missing:
+        log.warning("restoring %d waits that Redis was missing", len(missing))
+        redeclare_queues()
+        _store(missing, votes)
+    return len(missing)
 
 
 def redeclare_queues() -> None:
@@ -258,8 +293,9 @@ def install_hooks() -> None:
 
     if close_open_waits not in runs.CANCEL_HOOKS:
         runs.CANCEL_HOOKS.append(close_open_waits)
-    if sweep_deadlines not in sweeper.SWEEP_HOOKS:
-        sweeper.SWEEP_HOOKS.append(sweep_deadlines)
+    for hook in (reconcile_waits, sweep_deadlines):
+        if hook not in sweeper.SWEEP_HOOKS:
+            sweeper.SWEEP_HOOKS.append(hook)
 
 
 install_hooks()

@@ -129,3 +129,17 @@ def test_a_waiting_run_survives_a_restart_of_all_workers(isolated_workers, regis
     view = wait_for_run(run.id, ("succeeded", "failed"))
     assert view["status"] == "succeeded"
     assert {s["id"]: s["output"] for s in view["steps"]}["after"] == 13
+
+
+def test_the_sweeper_restores_a_wait_redis_lost_and_its_deadline_still_fires(workers, register, redis_client):
+    name = unique("heal")
+    register(approval_spec(name, extra="      timeout: 2s"))
+    run, _ = submit_run(name, {"what": "x"})
+    task = open_task_of(run.id)
+    redis_client.delete(keys.WAIT + task["id"], keys.RECONCILE)  # as if the parking worker died before writing it
+    redis_client.zrem(keys.DEADLINES, task["id"])
+
+    wait_until(lambda: redis_client.exists(keys.WAIT + task["id"]), timeout=10, what="the sweeper to restore the wait")
+
+    view = wait_for_run(run.id, ("succeeded", "failed"), timeout=15)
+    assert view["status"] == "failed" and "timed out" in view["error"]
