@@ -14,7 +14,7 @@ runner = CliRunner()
 
 
 def test_example_parks_at_its_approval_and_cli_decide_runs_it_to_completion(workers):
-    submitted = runner.invoke(app, ["submit", "example", "--input", '{"customer": "ann", "message": "Refund please", "contacts": ["ann"]}',
+    submitted = runner.invoke(app, ["submit", "example", "--input", '{"customer": "ann", "message": "Refund please"}',
                                     "--wait", "--json"])
     assert submitted.exit_code == 0, submitted.output
     run_id = json.loads(submitted.stdout)["id"]
