@@ -138,6 +138,8 @@ def current_payload(task: HumanTask) -> dict[str, Any] | None:
         rows = list(session.scalars(select(StepRun).where(StepRun.run_id == run.id, StepRun.item == NO_ITEM)))
     spec = get_workflow(run.workflow, run.version)
     step = spec.by_id[task.step_id]
+    if step.kind != "human":  # a model or agent step that escalated: its task shows what the connector saw then
+        return None
     try:
         params = templates.render({k: step.with_.get(k) for k in ("title", "body", "show")}, step_context(run, rows))
     except TemplateError:

@@ -41,7 +41,8 @@ def shown_payload(params: dict[str, Any], default_title: str) -> dict[str, Any]:
 def task_policy(call: StepCall) -> dict[str, Any]:
     """Quorum, four-eyes, timeout and escalation chain, normalised to seconds."""
     params = call.params
-    timeout = params.get("timeout", call.step.timeout)
+    # A step-level `timeout` bounds a human step's wait; on other kinds it bounds their call, not the person.
+    timeout = params.get("timeout", call.step.timeout if call.step.kind == "human" else None)
     chain = [{**entry, "after": parse_duration(entry["after"])} for entry in params.get("escalate") or []]
     return {
         "quorum": int(params.get("quorum") or 1),
