@@ -437,6 +437,40 @@ def recover() -> None:
     console.print(f"rebuilt {count} wait{'s' if count != 1 else ''} in Redis")
 
 
+@app.command("demo-systems")
+def demo_systems(
+    port: int = typer.Option(8100, help="Port for the DEMO payments and CRM APIs (config/connectors.yaml expects 8100)."),
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+    database: Path | None = typer.Option(None, help="The business database to seed; default var/business.db."),
+    flaky: int = typer.Option(0, help="Answer 503 this many times per new refund key, to show connector retries."),
+) -> None:
+    """Seed the DEMO order book and serve DEMO payments and CRM APIs (not real systems; see orchestra/demo.py)."""
+    import logging
+    import signal
+
+    from orchestra.demo import DemoSystems, seed
+    from orchestra.settings import get_settings
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    path = database or get_settings().var_dir / "business.db"
+    orders = seed(path)
+    try:
+        server = DemoSystems(path, host=host, port=port, flaky=flaky,
+                             payments_token=os.environ.get("ORCHESTRA_PAYMENTS_TOKEN") or None,
+                             crm_key=os.environ.get("ORCHESTRA_CRM_API_KEY") or None)
+    except OSError as exc:
+        fail(f"cannot listen on {host}:{port} ({exc.strerror}); stop what uses it or pass --port")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    err.print(f"DEMO systems of record on {server.url}: payments /refunds, CRM /crm; "
+              f"{orders} demo orders in {path}")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
 def main() -> None:
     try:
         app()
