@@ -66,7 +66,15 @@ def _wait_ready(app_path: str) -> None:
     raise RuntimeError(f"worker for {app_path} did not answer within 30s")
 
 
+_last_progress = [0.0]
+
+
 def progress(label: str, done: int, total: int, started: float) -> None:
-    rate = done / max(time.perf_counter() - started, 1e-9)
+    """Overwrite one progress line on stderr, at most twice a second."""
+    now = time.perf_counter()
+    if done < total and now - _last_progress[0] < 0.5:
+        return
+    _last_progress[0] = now
+    rate = done / max(now - started, 1e-9)
     sys.stderr.write(f"\r{label}: {done}/{total} ({rate:,.0f}/s)   ")
     sys.stderr.flush()

@@ -22,8 +22,6 @@ def create_app() -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_track_started=False,
-        task_send_sent_event=True,
-        worker_send_task_events=True,
         result_expires=24 * 3600,
         broker_connection_retry_on_startup=True,
         broker_transport_options={"visibility_timeout": settings.visibility_timeout},
