@@ -180,7 +180,8 @@ def decide(task_id: str, decision: str, actor: str, groups: Sequence[str] = (), 
 
     Raises:
         NotFound: unknown task. AlreadyDecided / TaskExpired: it is closed (409).
-        NotAssignee: not an assignee, or four-eyes (403). InputError: input fails the form (422).
+        NotAssignee: not an assignee, or four-eyes (403). InputError: input fails the form
+            (422); a reject without input is not checked against the form.
         PayloadChanged: the payload it binds to changed (409).
     """
     if decision not in DECISIONS:
@@ -190,7 +191,8 @@ def decide(task_id: str, decision: str, actor: str, groups: Sequence[str] = (), 
     refuse_closed(task)
     principal = Decider(actor, tuple(groups), is_admin)
     _check_principal(task, principal, decision)
-    check_form(task, input)
+    if decision == "approve" or input is not None:  # a bare reject owes the form nothing
+        check_form(task, input)
     _check_payload(task, payload_hash)
     quorum = int((task.policy or {}).get("quorum") or 1)
     claim = _claim(task, actor, decision, quorum)

@@ -111,3 +111,19 @@ def test_every_bad_decision_gets_a_clear_error_and_the_wait_survives(workers, re
     with pytest.raises(AlreadyDecided, match="already decided by alice at"):
         decide(task["id"], "reject", "carol", ["leads"])
     assert wait_for_run(run.id, ("succeeded", "failed"))["status"] == "succeeded"
+
+
+def test_a_required_form_binds_approvals_but_a_bare_reject_needs_no_input(workers, register):
+    name = unique("required")
+    spec = approval_spec(name).replace(
+        "form: {type: object, properties: {note: {type: string}, amount: {type: number}}}",
+        "form: {type: object, required: [note], properties: {note: {type: string}}}")
+    assert "required: [note]" in spec
+    register(spec)
+    run, _ = submit_run(name, {"what": "x"})
+    task = open_task_of(run.id)
+    with pytest.raises(InputError) as refused:
+        decide(task["id"], "approve", "alice")
+    assert "note" in refused.value.errors[0]["msg"]
+    decided = decide(task["id"], "reject", "alice", comment="not this one")
+    assert decided["status"] == "rejected"
