@@ -176,6 +176,19 @@ def authenticate(token: str | None) -> Principal:
         key = session.scalars(select(ApiKey).where(ApiKey.prefix == parts[1])).first()
     if key is None or not hmac.compare_digest(key.token_hash, _hash(token)):
         raise AuthError("the API key is not valid; check the token or create a new key")
+    return _principal_of(key)
+
+
+def principal_for_key(key_id: str) -> Principal:
+    """The principal of a key already authenticated once (a UI session), if it is still valid."""
+    with db.read_session() as session:
+        key = session.get(ApiKey, key_id)
+    if key is None:
+        raise AuthError("the session's API key no longer exists; sign in again with a current key")
+    return _principal_of(key)
+
+
+def _principal_of(key: ApiKey) -> Principal:
     now = utcnow()
     if key.revoked_at is not None:
         raise AuthError(f"the API key '{key.name}' was revoked; ask an admin for a new key")

@@ -23,6 +23,7 @@ RATE = PREFIX + "rate:"  # connector token buckets
 SEMAPHORE = PREFIX + "sem:"  # connector concurrency slots
 BUDGET = PREFIX + "budget:"  # model token budgets
 LINK = PREFIX + "link:"  # single-use notification links
+SESSION = PREFIX + "session:"  # web UI sessions: session id -> API key id
 RECONCILE = PREFIX + "reconcile"  # held while one sweeper restores waits Redis is missing
 
 _clients: dict[tuple[int, str], redis.Redis] = {}

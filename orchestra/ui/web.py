@@ -24,7 +24,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from orchestra.api.deps import SESSION_COOKIE, SESSION_MAX_AGE, session_cookie, token_from_cookie
+from orchestra.api.deps import SESSION_COOKIE, SESSION_MAX_AGE, principal_from_cookie, session_cookie
+from orchestra.api.deps import end_session as forget_session
 from orchestra.auth import Permission, Principal, authenticate
 from orchestra.errors import AuthError, Conflict, ErrorList, Forbidden, NotAssignee, NotFound, OrchestraError
 from orchestra.notify import secret_key
@@ -97,7 +98,7 @@ def signed_in(request: Request) -> Principal:
     if not value:
         raise SignInRequired()
     try:
-        principal = authenticate(token_from_cookie(value))
+        principal = principal_from_cookie(value)
     except AuthError as exc:
         request.state.signin_reason = exc.message
         raise SignInRequired() from None
@@ -112,6 +113,9 @@ def start_session(request: Request, response: Response, token: str) -> None:
 
 
 def end_session(request: Request, response: Response) -> None:
+    value = request.cookies.get(SESSION_COOKIE)
+    if value:
+        forget_session(value)
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax", secure=_secure(request))
 
 
