@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
 from orchestra.errors import ErrorList, OrchestraError
 
@@ -159,7 +159,7 @@ def runs(
     if as_json:
         emit_json(rows)
         return
-    table = Table("id", "workflow", "status", "created", "error")
+    table = Table(Column("id", min_width=36, no_wrap=True), "workflow", "status", "created", "error")
     for r in rows:
         table.add_row(r["id"], f"{r['workflow']} v{r['version']}", _status(r["status"]), r["created_at"][:19],
                       (r["error"] or "")[:80])
@@ -377,7 +377,9 @@ def inbox(
     if as_json:
         emit_json(tasks)
         return
-    table = Table("task", "title", "run", "step", "assignees", "level", "deadline", "status")
+    # Ids are what a person copies into `decide`, so they are never shortened.
+    table = Table(Column("task", min_width=36, no_wrap=True), "title", Column("run", overflow="fold"), "step",
+                  "assignees", "level", "deadline", "status")
     for t in tasks:
         table.add_row(t["id"], escape(t["title"]), t["run_id"], t["step_id"], escape(", ".join(t["assignees"])),
                       str(t["level"]), (t["deadline"] or "")[:19], t["status"])
