@@ -162,3 +162,54 @@ class BodyLimit:
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         msg = f"the request body is larger than {self.max_bytes} bytes; send less (ORCHESTRA_MAX_BODY_BYTES)"
         await error_response(413, error_body(msg, "too_large", ["body"]))(scope, receive, send)
+
+
+class RefuseNul:
+    """Refuse NUL characters anywhere in a request with 422 (ASGI middleware).
+
+    No name, key, id or text Orchestra stores may contain NUL, and PostgreSQL's
+    text columns cannot hold one; refusing it at the edge keeps it out of every
+    query instead of failing deep inside one with a 500.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        where = self._in_url(scope)
+        first = await receive() if scope["method"] not in ("GET", "HEAD", "OPTIONS", "DELETE") else None
+        if where is None and first is not None and _has_nul(first.get("body", b"")):
+            where = "body"
+        if where is not None:
+            msg = f"the request's {where} contains a NUL character (\\u0000); remove it"
+            await error_response(422, error_body(msg, "nul_character", [where]))(scope, receive, send)
+            return
+        if first is None:
+            await self.app(scope, receive, send)
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return first
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    @staticmethod
+    def _in_url(scope: Scope) -> str | None:
+        path = scope.get("raw_path") or scope.get("path", "").encode()
+        if b"\x00" in path or b"%00" in path:
+            return "path"
+        if b"%00" in (scope.get("query_string") or b"") or b"\x00" in (scope.get("query_string") or b""):
+            return "query"
+        return None
+
+
+def _has_nul(body: bytes) -> bool:
+    return b"\x00" in body or b"\\u0000" in body

@@ -121,6 +121,25 @@ def test_a_body_over_the_limit_gets_413(api: Any, admin: Any, workflow: Any) -> 
     assert streamed.status_code == 413
 
 
+def test_nul_characters_are_refused_at_the_edge_with_422_and_write_nothing(api: Any, admin: Any, workflow: Any) -> None:
+    from orchestra import db
+    from orchestra.models import Run
+
+    with db.read_session() as session:
+        before = session.scalar(select(func.count()).select_from(Run))
+    for body in ({"workflow": "\u0000", "input": {}}, {"workflow": workflow(), "input": {"order_id": "a\u0000b"}},
+                 {"workflow": workflow(), "input": {"order_id": "A1"}, "idempotency_key": "k\u0000"}):
+        response = api.post("/v1/runs", json=body, headers=admin)
+        assert response.status_code == 422, body
+        assert_error_shape(response.json())
+        assert response.json()["errors"][0]["loc"] == ["body"]
+    listed = api.get("/v1/runs?workflow=%00", headers=admin)
+    assert listed.status_code == 422 and listed.json()["errors"][0]["loc"] == ["query"]
+    assert api.get("/v1/workflows/a%00b", headers=admin).status_code == 422
+    with db.read_session() as session:
+        assert session.scalar(select(func.count()).select_from(Run)) == before
+
+
 @pytest.mark.slow
 def test_a_run_submitted_through_the_api_succeeds_with_a_verified_audit_trail(
         api: Any, key: Any, workflow: Any, workers: Any) -> None:
