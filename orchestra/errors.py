@@ -12,7 +12,11 @@ Tree::
     │   ├── StepTimeout             a step ran past its timeout
     │   └── TemplateError           a template or condition failed to render
     ├── ConnectorError              a connector call failed (retryable depends on cause)
-    │   └── GuardrailBlocked        a call was refused by policy
+    │   ├── GuardrailBlocked        a call was refused by policy
+    │   ├── RateLimited             held back by a shared rate limit; retried without spending an attempt
+    │   ├── ConnectorUnavailable    the system stayed down through the connector's retries (retryable)
+    │   ├── BudgetExceeded          a model call would overspend a token budget
+    │   └── InvalidAnswer           the model's answers kept breaking output_schema
     ├── WaitError                   human tasks and signals
     │   ├── AlreadyDecided
     │   ├── TaskExpired
@@ -102,6 +106,49 @@ class GuardrailBlocked(ConnectorError):
     def __init__(self, message: str, *, rule: str) -> None:
         super().__init__(message, retryable=False)
         self.rule = rule
+
+
+class RateLimited(ConnectorError):
+    """A call was held back by a connector's shared rate limit or concurrency cap.
+
+    The runtime reschedules the step after ``retry_after`` seconds without
+    spending one of its attempts (``holds_back``), so no worker slot waits.
+    """
+
+    retryable = True
+    holds_back = True
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message, retryable=True)
+        self.retry_after = retry_after
+
+
+class ConnectorUnavailable(ConnectorError):
+    """A system stayed down (connect errors, 5xx, 429) through the connector's own retries.
+
+    Retryable: the runtime tries the step again, waiting at least ``retry_after``
+    seconds when the system said how long (``Retry-After``).
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message, retryable=True)
+        self.retry_after = retry_after
+
+
+class BudgetExceeded(ConnectorError):
+    """A model call would spend more tokens than a run's or a workflow's budget allows."""
+
+    def __init__(self, message: str, *, scope: str, limit: int, used: int, needed: int) -> None:
+        super().__init__(message, retryable=False)
+        self.scope, self.limit, self.used, self.needed = scope, limit, used, needed
+
+
+class InvalidAnswer(ConnectorError):
+    """The model's answers kept breaking ``output_schema``."""
+
+    def __init__(self, message: str, *, problem: str, output: dict[str, Any]) -> None:
+        super().__init__(message, retryable=False)
+        self.problem, self.output = problem, output
 
 
 class WaitError(OrchestraError):

@@ -34,41 +34,6 @@ _RATE_SECONDS = {"ms": 0.001, "s": 1, "sec": 1, "second": 1, "m": 60, "min": 60,
                  "h": 3600, "hour": 3600, "d": 86400, "day": 86400}
 
 
-class RateLimited(ConnectorError):
-    """A call was held back by a connector's shared rate limit or concurrency cap.
-
-    The runtime reschedules the step after ``retry_after`` seconds without
-    spending one of its attempts (``holds_back``), so no worker slot waits.
-    """
-
-    retryable = True
-    holds_back = True
-
-    def __init__(self, message: str, *, retry_after: float) -> None:
-        super().__init__(message, retryable=True)
-        self.retry_after = retry_after
-
-
-class ConnectorUnavailable(ConnectorError):
-    """A system stayed down (connect errors, 5xx, 429) through the connector's own retries.
-
-    Retryable: the runtime tries the step again, waiting at least ``retry_after``
-    seconds when the system said how long (``Retry-After``).
-    """
-
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
-        super().__init__(message, retryable=True)
-        self.retry_after = retry_after
-
-
-class BudgetExceeded(ConnectorError):
-    """A model call would spend more tokens than a run's or a workflow's budget allows."""
-
-    def __init__(self, message: str, *, scope: str, limit: int, used: int, needed: int) -> None:
-        super().__init__(message, retryable=False)
-        self.scope, self.limit, self.used, self.needed = scope, limit, used, needed
-
-
 def parse_rate(value: Any) -> float:
     """Calls per second in ``value``, written like ``20/s``, ``600/m`` or ``5/minute``."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):

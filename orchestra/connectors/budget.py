@@ -15,8 +15,7 @@ import redis
 from pydantic import BaseModel, ConfigDict, Field
 
 from orchestra import keys
-from orchestra.connectors.base import BudgetExceeded
-from orchestra.errors import ConnectorError
+from orchestra.errors import BudgetExceeded, ConnectorError
 
 RUN_TTL_SECONDS = 30 * 86400
 WORKFLOW_TTL_SECONDS = 2 * 86400

@@ -22,8 +22,8 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 from tenacity.stop import stop_base
 
 from orchestra.connectors import limits
-from orchestra.connectors.base import Connector, ConnectorConfig, ConnectorUnavailable, audit_call, block, read_secret
-from orchestra.errors import ConnectorError
+from orchestra.connectors.base import Connector, ConnectorConfig, audit_call, block, read_secret
+from orchestra.errors import ConnectorError, ConnectorUnavailable
 from orchestra.redact import redact, redact_text
 from orchestra.spec import parse_duration
 

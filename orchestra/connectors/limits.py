@@ -18,8 +18,8 @@ from typing import Any
 import redis
 
 from orchestra import keys
-from orchestra.connectors.base import ConnectorConfig, RateLimited
-from orchestra.errors import ConnectorError
+from orchestra.connectors.base import ConnectorConfig
+from orchestra.errors import ConnectorError, RateLimited
 
 # KEYS[1] bucket hash; ARGV rate (tokens/s), capacity. Returns ms to wait (0: a token was taken).
 _TAKE_TOKEN = """

@@ -28,9 +28,8 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from orchestra.connectors import budget, limits
 from orchestra.connectors.budget import Budget
-from orchestra.connectors.base import (BudgetExceeded, Connector, ConnectorConfig, ConnectorUnavailable, audit_call,
-                                       read_secret)
-from orchestra.errors import ConnectorError
+from orchestra.connectors.base import Connector, ConnectorConfig, audit_call, read_secret
+from orchestra.errors import BudgetExceeded, ConnectorError, ConnectorUnavailable, InvalidAnswer
 from orchestra.redact import redact_text
 
 if TYPE_CHECKING:
@@ -310,14 +309,6 @@ class LlmConnector(Connector):
                                                     "JSON value that satisfies the schema."}]
         raise InvalidAnswer(f"llm:{self.name} gave {re_asks + 1} answers that break the step's output_schema; "
                             f"last problem: {problem}", problem=problem, output=base)
-
-
-class InvalidAnswer(ConnectorError):
-    """The model's answers kept breaking ``output_schema``."""
-
-    def __init__(self, message: str, *, problem: str, output: dict[str, Any]) -> None:
-        super().__init__(message, retryable=False)
-        self.problem, self.output = problem, output
 
 
 def _messages(request: LlmRequest) -> list[dict[str, Any]]:

@@ -9,9 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from orchestra.connectors.agent import parse_agent, run_agent, validate_tools
-from orchestra.connectors.base import BudgetExceeded, connector_for
+from orchestra.connectors.base import connector_for
 from orchestra.connectors.escalate import escalate
 from orchestra.connectors.llm import LlmConnector
+from orchestra.errors import BudgetExceeded
 from orchestra.steps.base import StepCall, StepKind, register_kind
 
 

@@ -6,8 +6,7 @@ import json
 
 import pytest
 
-from orchestra.connectors.base import ConnectorUnavailable
-from orchestra.errors import ConnectorError, GuardrailBlocked
+from orchestra.errors import ConnectorError, ConnectorUnavailable, GuardrailBlocked
 from orchestra.steps.base import get_kind
 from tests.orchestra.connectors.conftest import audit_of
 from tests.orchestra.connectors.servers import Payments

@@ -11,13 +11,13 @@ import uuid
 
 import pytest
 
-from orchestra.connectors.base import RateLimited
+from orchestra.errors import RateLimited
 from orchestra.connectors.limits import concurrency_slot, take_token
 from tests.support.harness import ROOT
 
 COUNT_TOKENS = """
 import sys, time
-from orchestra.connectors.base import RateLimited
+from orchestra.errors import RateLimited
 from orchestra.connectors.limits import take_token
 name, rate, until = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
 while time.time() < until - float(sys.argv[4]):

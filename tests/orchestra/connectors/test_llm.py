@@ -7,8 +7,7 @@ import json
 import pytest
 
 from orchestra.connectors.budget import spent
-from orchestra.connectors.llm import InvalidAnswer
-from orchestra.errors import ConnectorError
+from orchestra.errors import ConnectorError, InvalidAnswer
 from orchestra.steps.base import Park, get_kind
 from tests.orchestra.connectors.conftest import audit_of
 from tests.orchestra.connectors.servers import ChatCompletions
