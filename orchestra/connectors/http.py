@@ -156,8 +156,11 @@ class HttpConnector(Connector):
             raise ConnectorError(f"step '{call.step_id}' has a bad `with` for http:{self.name}: {fields}; "
                                  "use method, path, params, headers, json", retryable=False) from None
 
-    def url_for(self, call: StepCall, request: HttpRequest) -> str:
-        """The full URL after the allow-list and base-URL fence, or a raised ``GuardrailBlocked``."""
+    def url_for(self, call: StepCall, request: HttpRequest) -> tuple[str, dict[str, Any]]:
+        """The full URL after the allow-list and base-URL fence, with the guardrail decision that allowed it.
+
+        Raises ``GuardrailBlocked`` (audited) when a rule refuses the call.
+        """
         method, path = request.method.upper(), request.path
         details = {"connector": self.name, "method": method, "path": path}
         if method not in self.config.allow.methods:
@@ -167,7 +170,8 @@ class HttpConnector(Connector):
         if not _is_plain_path(bare):
             raise block(call, "http.base_url", f"path '{path}' must be an absolute path under the connector's "
                         "base URL, without '..', '//', '@', '\\' or a host", **details)
-        if not any(fnmatch.fnmatchcase(bare, pattern) for pattern in self.config.allow.paths):
+        matched = next((p for p in self.config.allow.paths if fnmatch.fnmatchcase(bare, p)), None)
+        if matched is None:
             raise block(call, "http.allow.paths", f"path '{bare}' is not on connector '{self.name}''s allow-list "
                         f"({', '.join(self.config.allow.paths)})", **details)
         url = httpx.URL(self.base_url + path)
@@ -177,7 +181,10 @@ class HttpConnector(Connector):
         if reserved := sorted(h for h in request.headers if h.lower() in _RESERVED_HEADERS):
             raise block(call, "http.headers", f"a step may not set {', '.join(reserved)}; the connector sets "
                         "credentials and the idempotency key", **details)
-        return str(url)
+        allowed = {"decision": "allowed", "method": method, "path_rule": matched,
+                   "rules": ["workflow.connectors", "http.allow.methods", "http.allow.paths", "http.base_url",
+                             "http.headers"]}
+        return str(url), allowed
 
     def _auth_headers(self) -> tuple[dict[str, str], httpx.BasicAuth | None]:
         auth = self.config.auth
@@ -196,7 +203,7 @@ class HttpConnector(Connector):
 
     def call(self, call: StepCall, request: HttpRequest) -> dict[str, Any]:
         """Send ``request`` for ``call`` with retries; return ``{status, headers, json|text}``."""
-        url = self.url_for(call, request)
+        url, guardrail = self.url_for(call, request)
         retry = self.config.retry
         lease = (self.config.timeout + retry.max_wait) * retry.attempts + 5
         started = time.monotonic()
@@ -208,7 +215,7 @@ class HttpConnector(Connector):
             return self._send(call, request, url)
 
         audit = {"connector": self.name, "method": request.method.upper(), "path": request.path,
-                 "idempotency_key": call.idempotency_key}
+                 "idempotency_key": call.idempotency_key, "guardrail": guardrail}
         with limits.guarded(self.config, lease):
             try:
                 response = self._retrying()(attempt)

@@ -153,8 +153,11 @@ class SqlConnector(Connector):
         started = time.monotonic()
         with limits.guarded(self.config, self.config.timeout + 5):
             out = self._execute(query)
+        guardrail = {"decision": "allowed", "read_only": self.config.read_only,
+                     "rules": ["workflow.connectors", "sql.bound_parameters", "sql.single_statement",
+                               "sql.read_only" if self.config.read_only else "sql.statements"]}
         audit_call(call, "sql.called", {"connector": self.name, "statement": statement_keyword(query.query),
-                                        "rowcount": out["rowcount"], "params": sorted(query.params),
+                                        "rowcount": out["rowcount"], "params": sorted(query.params), "guardrail": guardrail,
                                         "latency_ms": round((time.monotonic() - started) * 1000, 1)})
         return out
 

@@ -111,6 +111,10 @@ def test_a_small_refund_request_runs_end_to_end_on_the_demo_systems(isolated_wor
     http_calls = [e["payload"] for e in events if e["type"] == "http.called"]
     assert {c["idempotency_key"] for c in http_calls} == {f"{run.id}:refund:-1", f"{run.id}:note:-1"}
     assert next(c for c in http_calls if c["path"] == "/refunds")["tries"] == 2, "the demo's 503 was retried"
+    refund_call = next(c for c in http_calls if c["path"] == "/refunds")
+    assert refund_call["guardrail"]["decision"] == "allowed" and refund_call["guardrail"]["path_rule"] == "/refunds"
+    assert called["sql.called"]["guardrail"] == {"decision": "allowed", "read_only": True, "rules": [
+        "workflow.connectors", "sql.bound_parameters", "sql.single_statement", "sql.read_only"]}
 
 
 def test_a_large_refund_waits_for_a_lead_then_refunds(isolated_workers, demo: Demo) -> None:
