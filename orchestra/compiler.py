@@ -76,17 +76,18 @@ def compile_run(spec: WorkflowSpec, run_id: str, statuses: dict[str, str], segme
     plan = layers(spec, remaining)
     for index, layer in enumerate(plan):
         sigs = [step_signature(spec, run_id, sid) for sid in layer]
-        parts.append(sigs[0] if len(sigs) == 1 else group(sigs))
+        # Only a chord's members need their results stored (Redis counts them); a lone step's would be dead weight.
+        parts.append(sigs[0].set(ignore_result=True) if len(sigs) == 1 else group(sigs))
         placed += len(sigs)
         if placed >= size and index < len(plan) - 1:
-            parts.append(_task(ADVANCE_TASK, run_id))
+            parts.append(_task(ADVANCE_TASK, run_id, ignore_result=True))
             break
     else:
         last = plan[-1] if plan else []
         if len(last) == 1 and not spec.by_id[last[0]].for_each:
             parts[-1].kwargs["finish"] = True  # the last step ends the run itself: one message fewer
         else:
-            parts.append(_task(FINISH_TASK, run_id))
+            parts.append(_task(FINISH_TASK, run_id, ignore_result=True))
     return parts[0] if len(parts) == 1 else chain(*parts)
 
 
