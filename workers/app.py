@@ -28,6 +28,7 @@ def create_app() -> Celery:
         result_backend_transport_options={"visibility_timeout": settings.visibility_timeout},
         worker_hijack_root_logger=False,
         worker_max_tasks_per_child=None,
+        worker_disable_rate_limits=True,  # connector limits are shared in Redis; Celery's per-worker ones go unused
     )
     return celery
 
