@@ -252,11 +252,16 @@ def worker(
     concurrency: int = typer.Option(2, "--concurrency", "-c", help="Worker processes."),
     loglevel: str = typer.Option("info", "--loglevel", "-l"),
 ) -> None:
-    """Start a Celery worker for Orchestra's steps."""
+    """Start a Celery worker for Orchestra's steps; it is started again if it dies on its own."""
+    import logging
+
     from orchestra.bootstrap import bootstrap
+    from orchestra.supervise import supervise
 
     bootstrap()
-    _exec_celery(["worker", "-c", str(concurrency), "-l", loglevel, "-E", "--without-gossip", "--without-mingle"])
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s: %(levelname)s/orchestra-worker] %(message)s")
+    raise typer.Exit(supervise([sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-c", str(concurrency),
+                                "-l", loglevel, "-E", "--without-gossip", "--without-mingle"]))
 
 
 @app.command()

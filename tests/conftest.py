@@ -39,6 +39,7 @@ class Stack:
     redis_url: str
     database_url: str
     env: dict[str, str] = field(default_factory=dict)
+    redis: Any = None  # the EmbeddedRedis, for tests that restart it
 
 
 def _reset_postgres(url: str) -> None:
@@ -75,7 +76,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     db.reset_engine()
     bootstrap()
     try:
-        yield Stack(tmp=tmp, redis_url=redis.url, database_url=database_url, env={**os.environ, **env})
+        yield Stack(tmp=tmp, redis_url=redis.url, database_url=database_url, env={**os.environ, **env}, redis=redis)
     finally:
         redis.stop()
 
@@ -115,8 +116,9 @@ def isolated_workers(_pool: WorkerPool, stack: Stack) -> Iterator[Callable[..., 
     _pool.stop()
     started: list[Worker] = []
 
-    def start(concurrency: int = 2, env: dict[str, str] | None = None, ready: bool = True) -> Worker:
-        worker = Worker(stack.env, stack.tmp, concurrency=concurrency, extra_env=env)
+    def start(concurrency: int = 2, env: dict[str, str] | None = None, ready: bool = True,
+              supervised: bool = False) -> Worker:
+        worker = Worker(stack.env, stack.tmp, concurrency=concurrency, extra_env=env, supervised=supervised)
         started.append(worker)
         return worker.wait_ready() if ready else worker
 

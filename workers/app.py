@@ -29,6 +29,8 @@ def create_app() -> Celery:
         worker_hijack_root_logger=False,
         worker_max_tasks_per_child=None,
         worker_disable_rate_limits=True,  # connector limits are shared in Redis; Celery's per-worker ones go unused
+        # A step running when the broker drops keeps running: its lease, not the broker, keeps it single.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
     )
     return celery
 

@@ -55,3 +55,26 @@ steps:
     assert redis_client.get(f"{key}:started") == "1"
     assert redis_client.get(f"{key}:done") == "1"
     assert view["steps"][0]["attempts"] == 1
+
+
+def test_a_run_survives_a_redis_restart_that_loses_every_message(isolated_workers, register, redis_client, stack):
+    key = f"restart-{uuid.uuid4().hex[:8]}"
+    register(f"""
+name: {key}
+steps:
+  - {{id: slow, uses: "task:tests.support.steps.slow", with: {{key: {key}, seconds: 3}}}}
+  - {{id: after, uses: "task:tests.support.steps.count", with: {{key: {key}:after, value: 1}}}}
+""")
+    worker = isolated_workers(concurrency=2, supervised=True)
+    run, _ = submit_run(key, {})
+    wait_until(lambda: redis_client.get(f"{key}:started") == "1", timeout=30, what="the slow step to start")
+    stack.redis.stop()  # no persistence: the queue, unacked messages, results and leases' counters are gone
+    stack.redis.start()
+    view = wait_for_run(run.id, statuses=("succeeded", "failed"), timeout=90)
+    assert view["status"] == "succeeded"
+    steps = {s["id"]: s for s in view["steps"]}
+    assert steps["slow"]["attempts"] == 1  # the step that was running when Redis went away was not run again
+    assert steps["after"]["output"] == 1
+    log = worker.log.read_text()
+    if "Unrecoverable error" in log:  # Celery gave up on the broker; `orchestra worker` must have restarted it
+        assert "starting it again" in log
