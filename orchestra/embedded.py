@@ -53,7 +53,8 @@ class EmbeddedRedis:
                 "--save", "", "--daemonize", "no", "--loglevel", "warning", "--protected-mode", "yes"]
         args += ["--appendonly", "yes"] if self.persist else ["--appendonly", "no"]
         log = open(self.data_dir / "redis.log", "ab")
-        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        # Its own session: Ctrl-C on `orchestra up` must not stop Redis before the workers have shut down.
+        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

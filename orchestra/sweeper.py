@@ -20,7 +20,9 @@ from datetime import timedelta
 
 from sqlalchemy import exists, select, update
 
+from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import RedisError
+from sqlalchemy.exc import OperationalError
 
 from orchestra import db, keys
 from orchestra.compiler import dispatch_run
@@ -99,10 +101,14 @@ def _backlog() -> bool:
 def sweep_once() -> None:
     """One pass of every sweep; a failing part is logged and does not stop the others."""
     for part in (reap_lapsed_leases, redispatch_stalled, *SWEEP_HOOKS):
+        name = getattr(part, "__name__", part)
         try:
             part()
+        except (RedisError, KombuOperationalError, OperationalError) as exc:  # an outage: say so once, no traceback
+            log.warning("sweep %s skipped: %s is unavailable (%s)", name,
+                        "the database" if isinstance(exc, OperationalError) else "Redis", exc)
         except Exception:
-            log.exception("sweep %s failed", getattr(part, "__name__", part))
+            log.exception("sweep %s failed", name)
 
 
 def start_sweeper() -> threading.Thread:
