@@ -8,7 +8,7 @@ its output; otherwise the signal is kept and the step takes it when it parks.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonschema
 from sqlalchemy import select
@@ -21,6 +21,9 @@ from orchestra.models import TERMINAL_RUN, Run, Signal, SignalWait, StepRun, Ste
 from orchestra.runs import get_run
 from orchestra.waits import after_resume, fail_waiting_step, resume_step
 from orchestra.workflows import get_workflow
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 RECEIVED = "received"
 
@@ -96,16 +99,25 @@ def deliver_signal(run_id: str, name: str, payload: Any = None, actor: str = "sy
     return {"id": signal.id, "run_id": run_id, "name": name, "status": "delivered" if parked else "buffered"}
 
 
+def _open_wait(session: Session, wait_id: str) -> tuple[SignalWait, Run, StepRun] | None:
+    """The open wait, its run (locked) and its waiting step row, or None if any of them moved on."""
+    wait = session.get(SignalWait, wait_id)
+    if wait is None or wait.status != TaskStatus.open.value:
+        return None
+    run = session.get(Run, wait.run_id, with_for_update=True)
+    row = session.get(StepRun, wait.row_id)
+    if run is None or row is None or row.status != StepStatus.waiting.value:
+        return None
+    return wait, run, row
+
+
 def consume_buffered(wait_id: str) -> bool:
     """Resume a freshly parked wait with a signal that arrived while it was parking; True if one did."""
     with db.write_session() as session:
-        wait = session.get(SignalWait, wait_id)
-        if wait is None or wait.status != TaskStatus.open.value:
+        found = _open_wait(session, wait_id)
+        if found is None or found[1].status in TERMINAL_RUN:
             return False
-        run = session.get(Run, wait.run_id, with_for_update=True)
-        row = session.get(StepRun, wait.row_id)
-        if run is None or run.status in TERMINAL_RUN or row is None or row.status != StepStatus.waiting.value:
-            return False
+        wait, run, row = found
         signal = session.scalars(select(Signal).where(Signal.run_id == wait.run_id, Signal.name == wait.name,
                                                       Signal.consumed_at.is_(None)).order_by(Signal.received_at)).first()
         if signal is None:
@@ -118,13 +130,10 @@ def consume_buffered(wait_id: str) -> bool:
 def expire_signal_wait(wait_id: str) -> bool:
     """The signal's ``timeout`` passed: fail its step and the run. True if the wait was still open."""
     with db.write_session() as session:
-        wait = session.get(SignalWait, wait_id)
-        if wait is None or wait.status != TaskStatus.open.value:
+        found = _open_wait(session, wait_id)
+        if found is None:
             return False
-        run = session.get(Run, wait.run_id, with_for_update=True)
-        row = session.get(StepRun, wait.row_id)
-        if run is None or row is None or row.status != StepStatus.waiting.value:
-            return False
+        wait, run, row = found
         if wait.deadline is not None and wait.deadline > utcnow():
             return False
         wait.status, wait.closed_at = TaskStatus.expired.value, utcnow()
