@@ -10,7 +10,7 @@ from orchestra.decisions import decide, list_tasks
 from orchestra.errors import AlreadyDecided, InputError, NotAssignee, NotFound
 from orchestra.runs import submit_run
 from tests.orchestra.waitkit import approval_spec, audit_of, event_types, open_task_of, unique
-from tests.support.harness import wait_for_run
+from tests.support.harness import wait_for_run, wait_until
 
 
 def test_an_approval_parks_the_run_and_a_decision_resumes_it_to_completion(workers, register):
@@ -127,3 +127,32 @@ def test_a_required_form_binds_approvals_but_a_bare_reject_needs_no_input(worker
     assert "note" in refused.value.errors[0]["msg"]
     decided = decide(task["id"], "reject", "alice", comment="not this one")
     assert decided["status"] == "rejected"
+
+
+def test_a_human_step_inside_for_each_opens_one_task_per_item_and_joins_after_all_decisions(workers, register):
+    name = unique("fe-human")
+    register(f"""
+name: {name}
+steps:
+  - id: approve_each
+    uses: human
+    for_each: "input.items"
+    with:
+      title: "Approve {{{{ item }}}}?"
+      assignees: [alice]
+  - id: after
+    uses: "task:tests.support.steps.count"
+    with: {{key: "{name}", value: "{{{{ steps.approve_each.output | map(attribute='decision') | list }}}}"}}
+""")
+    run, _ = submit_run(name, {"items": ["a", "b"]})
+    tasks = wait_until(lambda: (t := [t for t in list_tasks("alice") if t["run_id"] == run.id]) and len(t) == 2 and t,
+                       timeout=30, what="two open tasks")
+    assert sorted(t["title"] for t in tasks) == ["Approve a?", "Approve b?"]
+    by_title = {t["title"]: t for t in tasks}
+    decide(by_title["Approve a?"]["id"], "approve", "alice")
+    assert wait_for_run(run.id, ("waiting", "running"))["status"] in ("waiting", "running")
+    decide(by_title["Approve b?"]["id"], "reject", "alice")
+    view = wait_for_run(run.id, ("succeeded", "failed"))
+    assert view["status"] == "succeeded", view
+    after = next(s for s in view["steps"] if s["id"] == "after")
+    assert after["output"] == ["approve", "reject"]
