@@ -97,6 +97,8 @@ def fanout_canvas(spec: WorkflowSpec, run_id: str, step_id: str, count: int) -> 
     lane_sigs = []
     for lane in range(lanes):
         items = [step_signature(spec, run_id, step_id, i) for i in range(lane, count, lanes)]
+        for early in items[:-1]:  # only a lane's last item answers to the chord
+            early.set(ignore_result=True)
         lane_sigs.append(items[0] if len(items) == 1 else chain(*items))
     collect = _task(COLLECT_TASK, run_id, step_id)
     return chain(group(lane_sigs), collect)
