@@ -23,7 +23,9 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import ROOT, environment
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import ROOT, environment  # noqa: E402
 
 SPEC = """
 name: bench-api
