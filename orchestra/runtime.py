@@ -10,7 +10,8 @@
 3. ``complete_step`` / ``fail_step`` / ``park_step`` — one transaction each.
 
 ``orchestra.collect`` joins a fan-out, ``orchestra.advance`` compiles the next
-segment, and ``orchestra.finish`` ends the run once every step has ended.
+segment, and ``orchestra.finish`` ends the run once every step has ended (the last
+step of a canvas does that itself when it can, saving a message).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from enum import Enum
 from typing import Any, cast
 
 from celery import Task, shared_task
@@ -40,7 +42,9 @@ log = logging.getLogger(__name__)
 MAX_OUTPUT_BYTES = 1_000_000
 
 
-class Outcome:
+class Outcome(str, Enum):
+    """What a claim decided for one step message."""
+
     RUN = "run"  # claimed: execute it
     DONE = "done"  # already ended well; nothing to do
     PASS = "pass"  # not ready, held elsewhere, or the run ended
@@ -49,7 +53,7 @@ class Outcome:
 
 @dataclass
 class Claim:
-    outcome: str
+    outcome: Outcome
     call: StepCall | None = None
     token: str = ""
     items: int = 0
