@@ -33,6 +33,7 @@ from orchestra.compiler import dispatch_run, fanout_canvas
 from orchestra.errors import OrchestraError, StepError, StepTimeout, TemplateError
 from orchestra.ids import new_id
 from orchestra.models import DONE_STEP, NO_ITEM, TERMINAL_RUN, Run, RunStatus, StepRun, StepStatus, utcnow
+from orchestra.settings import get_settings
 from orchestra.spec import Step, WorkflowSpec
 from orchestra.steps.base import Park, StepCall, get_kind
 from orchestra.workflows import get_workflow
@@ -195,6 +196,10 @@ def _start_fanout(session: Any, run: LockedRun, step: Step, row: Any, context: d
     items = templates.evaluate(step.for_each or "", context)
     if not isinstance(items, list):
         raise TemplateError(f"for_each `{step.for_each}` gave {type(items).__name__}, not a list; make it name a list")
+    limit = get_settings().max_for_each_items
+    if len(items) > limit:
+        raise TemplateError(f"for_each `{step.for_each}` gave {len(items)} items, over the limit of {limit}; split the "
+                            "input across runs or raise ORCHESTRA_MAX_FOR_EACH_ITEMS")
     now = utcnow()
     existing = set(session.execute(select(STEPS.c.item).where(STEPS.c.run_id == run.id, STEPS.c.step_id == step.id,
                                                               STEPS.c.item >= 0)).scalars())

@@ -205,3 +205,17 @@ def test_a_run_longer_than_one_segment_continues_from_the_database(workers, regi
     assert view["status"] == "succeeded"
     assert view["output"] == {"last": 40}
     assert all(s["attempts"] == 1 for s in view["steps"])
+
+
+def test_a_for_each_over_the_item_limit_fails_the_step_with_the_fix(workers, register):
+    name = unique("toomany")
+    register(f"""
+name: {name}
+steps:
+  - {{id: each, uses: "task:tests.support.steps.noop", for_each: "input.items"}}
+""")
+    run, _ = submit_run(name, {"items": list(range(5001))})
+    view = wait_for_run(run.id)
+    assert view["status"] == "failed"
+    assert "5001 items, over the limit of 5000" in view["error"] and "ORCHESTRA_MAX_FOR_EACH_ITEMS" in view["error"]
+    assert [s for s in view["steps"] if s["item"] is not None] == []  # no item rows were written
