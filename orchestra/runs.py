@@ -23,6 +23,7 @@ from orchestra.audit import record_event
 from orchestra.errors import Conflict, InputError, NotFound, OrchestraError
 from orchestra.ids import is_uuid, new_id
 from orchestra.models import NO_ITEM, TERMINAL_RUN, Run, RunStatus, StepRun, StepStatus, utcnow
+from orchestra.settings import get_settings
 from orchestra.spec import WorkflowSpec
 from orchestra.workflows import get_workflow
 
@@ -51,6 +52,16 @@ def validate_input(spec: WorkflowSpec, data: Any) -> None:
         )
 
 
+def _check_size(data: Any) -> None:
+    size = len(json.dumps(data, default=str))
+    limit = get_settings().max_body_bytes
+    if size > limit:
+        raise InputError("the input is too large", [{
+            "loc": ["input"], "type": "too_large",
+            "msg": f"the input is {size} bytes of JSON, over the {limit} byte limit; pass a reference to large data "
+                   "instead (or raise ORCHESTRA_MAX_BODY_BYTES)"}])
+
+
 def _request_hash(workflow: str, version: int | None, data: Any) -> str:
     body = json.dumps({"workflow": workflow, "version": version, "input": data}, sort_keys=True, default=str)
     return hashlib.sha256(body.encode()).hexdigest()
@@ -66,6 +77,11 @@ def submit_run(
     dispatch: bool = True,
 ) -> tuple[Run, bool]:
     """Record and enqueue a run. Returns ``(run, created)``; ``created`` is False for an idempotent repeat."""
+    _check_size(data)
+    if idempotency_key is not None and not (0 < len(idempotency_key) <= 200 and idempotency_key.isprintable()):
+        raise InputError("the idempotency key is not usable", [{
+            "loc": ["idempotency_key"], "type": "idempotency_key",
+            "msg": "use 1 to 200 printable characters, e.g. the id of the request in your own system"}])
     request_hash = _request_hash(workflow, version, data)
     if idempotency_key:
         existing = _find_idempotent(workflow, idempotency_key, request_hash)

@@ -98,3 +98,12 @@ def test_audit_verify_holds_then_reports_the_tampered_event(workers, register):
 def test_show_of_an_unknown_run_names_the_fix():
     result = cli("show", "not-a-uuid")
     assert result.returncode == 1 and "orchestra runs" in result.stderr
+
+
+def test_an_oversized_input_file_is_refused_with_the_limit_and_writes_no_run(tmp_path):
+    before = run_count()
+    big = tmp_path / "big.json"
+    big.write_text(json.dumps({"customer": "ann", "message": "x" * 1_100_000}))
+    result = cli("submit", "example", "--input", f"@{big}")
+    assert result.returncode == 1 and "byte limit" in result.stderr
+    assert run_count() == before
