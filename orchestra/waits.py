@@ -156,15 +156,22 @@ def fail_waiting_step(session: Session, run: Run, row: StepRun, message: str) ->
 
 
 def after_resume(run_id: str, wait_id: str, *, dispatch: bool) -> None:
-    """Once the resume is committed: forget the Redis wait and compile what remains of the run."""
-    from orchestra.compiler import dispatch_run
+    """Once the resume is committed: forget the Redis wait and hand what remains of the run to the workers.
+
+    The resume is already recorded, so a broker outage here only delays the run:
+    the sweeper re-dispatches a running run that makes no progress.
+    """
+    from orchestra.runs import Unavailable, enqueue
 
     try:
         drop_wait(wait_id)
     except Exception:  # noqa: BLE001 - the database is the truth; a stale wait is harmless
         log.exception("could not drop wait %s from Redis", wait_id)
     if dispatch:
-        dispatch_run(run_id)
+        try:
+            enqueue(run_id)
+        except Unavailable as exc:
+            log.warning("%s", exc.message)
 
 
 def close_open_waits(session: Session, run: Run, actor: str) -> None:
