@@ -156,3 +156,23 @@ steps:
     assert view["status"] == "succeeded", view
     after = next(s for s in view["steps"] if s["id"] == "after")
     assert after["output"] == ["approve", "reject"]
+
+
+def test_a_decision_while_the_broker_is_down_is_kept_and_the_run_resumes_later(workers, register, monkeypatch):
+    from celery import Celery
+
+    import orchestra.compiler as compiler
+
+    name = unique("outage")
+    register(approval_spec(name))
+    run, _ = submit_run(name, {"what": "x"})
+    task = open_task_of(run.id)
+    dead = Celery("dead", broker="redis://127.0.0.1:1/0")
+    dead.conf.broker_connection_timeout = 0.5
+    monkeypatch.setattr(compiler, "celery_app", lambda: dead)
+    decided = decide(task["id"], "approve", "alice")  # recorded, though nothing could be published
+    assert decided["status"] == "approved"
+    monkeypatch.undo()
+    view = wait_for_run(run.id, ("succeeded", "failed"), timeout=90)  # the sweeper re-dispatches the quiet run
+    assert view["status"] == "succeeded"
+    assert {s["id"]: s["status"] for s in view["steps"]}["after"] == "succeeded"
