@@ -19,10 +19,10 @@ import urllib.parse
 from typing import TYPE_CHECKING, Any
 
 import jsonschema
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from orchestra import templates
-from orchestra.connectors.base import audit_call, block, connector_for
+from orchestra.connectors.base import audit_call, block, connector_for, parse_with
 from orchestra.connectors.escalate import escalate
 from orchestra.connectors.http import HttpConnector, HttpRequest
 from orchestra.connectors.llm import Completion, LlmConnector, parse_answer, schema_problem
@@ -83,13 +83,7 @@ class ToolCall(StepCall):
 
 
 def parse_agent(call: StepCall) -> AgentRequest:
-    try:
-        return AgentRequest.model_validate(call.params)
-    except ValidationError as exc:
-        fields = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'with'}: {e['msg'].removeprefix('Value error, ')}"
-                           for e in exc.errors())
-        raise ConnectorError(f"step '{call.step_id}' has a bad `with` for {call.step.uses}: {fields}",
-                             retryable=False) from None
+    return parse_with(call, AgentRequest, call.params, what=call.step.uses)
 
 
 def run_agent(call: StepCall, model: LlmConnector, request: AgentRequest) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import os
 import re
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
@@ -215,6 +215,21 @@ def audit_call(call: StepCall, type: str, payload: dict[str, Any]) -> None:
             return
         body = {**payload, **({"item": call.item} if call.item >= 0 else {}), "attempt": call.attempt}
         record_event(session, run, type, actor=call.actor, step_id=call.step_id, payload=redact(body))
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_with(call: StepCall, model: type[M], params: dict[str, Any], *, what: str, fields: str = "") -> M:
+    """A step's rendered ``with`` as ``model``, or a ``ConnectorError`` naming each bad field and the fields to use."""
+    try:
+        return model.model_validate(params)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'with'}: {e['msg'].removeprefix('Value error, ')}"
+                             for e in exc.errors())
+        hint = f"; use {fields}" if fields else ""
+        raise ConnectorError(f"step '{call.step_id}' has a bad `with` for {what}: {problems}{hint}",
+                             retryable=False) from None
 
 
 def block(call: StepCall, rule: str, reason: str, **details: Any) -> GuardrailBlocked:

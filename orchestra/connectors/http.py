@@ -17,12 +17,12 @@ import time
 from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, stop_any
 from tenacity.stop import stop_base
 
 from orchestra.connectors import limits
-from orchestra.connectors.base import Connector, ConnectorConfig, audit_call, block, read_secret
+from orchestra.connectors.base import Connector, ConnectorConfig, audit_call, block, parse_with, read_secret
 from orchestra.errors import ConnectorError, ConnectorUnavailable
 from orchestra.redact import redact, redact_text
 from orchestra.spec import parse_duration
@@ -149,12 +149,8 @@ class HttpConnector(Connector):
         self._client.close()
 
     def parse_request(self, call: StepCall, params: dict[str, Any]) -> HttpRequest:
-        try:
-            return HttpRequest.model_validate(params)
-        except ValidationError as exc:
-            fields = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            raise ConnectorError(f"step '{call.step_id}' has a bad `with` for http:{self.name}: {fields}; "
-                                 "use method, path, params, headers, json", retryable=False) from None
+        return parse_with(call, HttpRequest, params, what=f"http:{self.name}",
+                          fields="method, path, params, headers, json")
 
     def url_for(self, call: StepCall, request: HttpRequest) -> tuple[str, dict[str, Any]]:
         """The full URL after the allow-list and base-URL fence, with the guardrail decision that allowed it.

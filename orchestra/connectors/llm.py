@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 import jsonschema
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from orchestra.connectors import budget, limits
 from orchestra.connectors.budget import Budget
-from orchestra.connectors.base import Connector, ConnectorConfig, audit_call, read_secret
+from orchestra.connectors.base import Connector, ConnectorConfig, audit_call, parse_with, read_secret
 from orchestra.errors import BudgetExceeded, ConnectorError, ConnectorUnavailable, InvalidAnswer
 from orchestra.redact import redact_text
 
@@ -245,13 +245,7 @@ class LlmConnector(Connector):
             self.provider.close()
 
     def parse_request(self, call: StepCall, params: dict[str, Any]) -> LlmRequest:
-        try:
-            return LlmRequest.model_validate(params)
-        except ValidationError as exc:
-            fields = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'with'}: {e['msg'].removeprefix('Value error, ')}"
-                               for e in exc.errors())
-            raise ConnectorError(f"step '{call.step_id}' has a bad `with` for llm:{self.name}: {fields}",
-                                 retryable=False) from None
+        return parse_with(call, LlmRequest, params, what=f"llm:{self.name}")
 
     def chat(self, call: StepCall, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None = None,
              max_tokens: int | None = None) -> Completion:

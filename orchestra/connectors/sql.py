@@ -19,11 +19,11 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import event
 
 from orchestra.connectors import limits
-from orchestra.connectors.base import Connector, ConnectorConfig, audit_call, block, read_secret
+from orchestra.connectors.base import Connector, ConnectorConfig, audit_call, block, parse_with, read_secret
 from orchestra.errors import ConnectorError
 from orchestra.redact import redact_text
 from orchestra.settings import get_settings
@@ -122,12 +122,7 @@ class SqlConnector(Connector):
             self._engine.dispose()
 
     def parse_query(self, call: StepCall, params: dict[str, Any]) -> SqlQuery:
-        try:
-            return SqlQuery.model_validate(params)
-        except ValidationError as exc:
-            fields = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            raise ConnectorError(f"step '{call.step_id}' has a bad `with` for sql:{self.name}: {fields}; "
-                                 "use query and params", retryable=False) from None
+        return parse_with(call, SqlQuery, params, what=f"sql:{self.name}", fields="query and params")
 
     def check(self, call: StepCall, query: SqlQuery, raw_query: Any) -> None:
         """Refuse templated SQL, several statements, and statements off the allow-list."""
