@@ -18,7 +18,6 @@ PREFIX = "orchestra:"
 WAIT = PREFIX + "wait:"  # hash per parked step: wait:<task or signal id>
 DEADLINES = PREFIX + "deadlines"  # sorted set of wait ids by deadline (epoch seconds)
 CLAIM = PREFIX + "claim:"  # decision claims, one per human task
-SIGNAL = PREFIX + "signal:"  # signals that arrived before their step parked
 RATE = PREFIX + "rate:"  # connector token buckets
 SEMAPHORE = PREFIX + "sem:"  # connector concurrency slots
 BUDGET = PREFIX + "budget:"  # model token budgets
