@@ -104,21 +104,16 @@ def fanout_canvas(spec: WorkflowSpec, run_id: str, step_id: str, count: int) -> 
     return chain(group(lane_sigs), collect)
 
 
-def step_statuses(run_id: str) -> dict[str, str]:
-    with db.read_session() as session:
-        rows = session.execute(
-            select(StepRun.step_id, StepRun.status).where(StepRun.run_id == run_id, StepRun.item == NO_ITEM)
-        ).all()
-    return {sid: status for sid, status in rows}
-
-
 def dispatch_run(run_id: str) -> None:
     """Compile what remains of ``run_id`` from the database and send it to the workers."""
     from orchestra.workflows import get_workflow
 
     with db.read_session() as session:
-        run = session.get(Run, run_id)
-        if run is None:
+        found = session.execute(select(Run.workflow, Run.version).where(Run.id == run_id)).first()
+        if found is None:
             return
-        spec = get_workflow(run.workflow, run.version)
-    compile_run(spec, run_id, step_statuses(run_id)).apply_async()
+        rows = session.execute(
+            select(StepRun.step_id, StepRun.status).where(StepRun.run_id == run_id, StepRun.item == NO_ITEM)
+        ).all()
+    spec = get_workflow(found.workflow, found.version)
+    compile_run(spec, run_id, {sid: status for sid, status in rows}).apply_async()

@@ -58,6 +58,7 @@ class Claim:
     call: StepCall | None = None
     token: str = ""
     items: int = 0
+    spec: WorkflowSpec | None = None  # set for FANOUT, which compiles the items' canvas
 
 
 RUNS = cast(Table, Run.__table__)
@@ -179,7 +180,7 @@ def _claim_ready(session: Any, run: LockedRun, spec: WorkflowSpec, step: Step, r
         run.save(session, status=run_status)
         return Claim(Outcome.DONE)
     if row.item == NO_ITEM and step.for_each:
-        return _start_fanout(session, run, step, row, context)
+        return _start_fanout(session, run, spec, step, row, context)
     params = templates.render(step.with_, context)
     token, attempt = new_id(), row.attempts + 1
     _set_step(session, row.id, status=StepStatus.running.value, attempts=attempt, input=params,
@@ -192,7 +193,8 @@ def _claim_ready(session: Any, run: LockedRun, spec: WorkflowSpec, step: Step, r
     return Claim(Outcome.RUN, call=call, token=token)
 
 
-def _start_fanout(session: Any, run: LockedRun, step: Step, row: Any, context: dict[str, Any]) -> Claim:
+def _start_fanout(session: Any, run: LockedRun, spec: WorkflowSpec, step: Step, row: Any,
+                  context: dict[str, Any]) -> Claim:
     items = templates.evaluate(step.for_each or "", context)
     if not isinstance(items, list):
         raise TemplateError(f"for_each `{step.for_each}` gave {type(items).__name__}, not a list; make it name a list")
@@ -215,7 +217,7 @@ def _start_fanout(session: Any, run: LockedRun, step: Step, row: Any, context: d
         run.event(session, "step.succeeded", step_id=step.id, payload={"items": 0})
     _set_step(session, row.id, **values)
     run.save(session, status=RunStatus.running.value)
-    return Claim(Outcome.FANOUT, items=len(items)) if items else Claim(Outcome.DONE)
+    return Claim(Outcome.FANOUT, items=len(items), spec=spec) if items else Claim(Outcome.DONE)
 
 
 def _held_row(session: Any, run_id: str, row_id: str, token: str) -> tuple[LockedRun, Any] | None:
@@ -381,17 +383,10 @@ def run_step(self: Task, run_id: str, step_id: str, item: int = NO_ITEM, finish:
     if claim.outcome == Outcome.RUN:
         execute(self, claim)
     elif claim.outcome == Outcome.FANOUT:
-        spec = get_workflow(*_run_workflow(run_id))
-        raise self.replace(fanout_canvas(spec, run_id, step_id, claim.items))
+        assert claim.spec is not None
+        raise self.replace(fanout_canvas(claim.spec, run_id, step_id, claim.items))
     if finish:
         finish_run(run_id)
-
-
-def _run_workflow(run_id: str) -> tuple[str, int]:
-    with db.read_session() as session:
-        run = session.get(Run, run_id)
-        assert run is not None
-        return run.workflow, run.version
 
 
 @shared_task(name="orchestra.collect", acks_late=True)
