@@ -25,7 +25,6 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import OperationalError
 
 from orchestra import db, keys
-from orchestra.compiler import dispatch_run
 from orchestra.models import Run, RunStatus, StepRun, StepStatus, utcnow
 from orchestra.settings import get_settings
 
@@ -56,9 +55,11 @@ def reap_lapsed_leases() -> int:
             ).rowcount  # type: ignore[attr-defined]
         if won:
             runs.add(run_id)
+    from orchestra.runs import enqueue  # runs imports the wait store, which registers hooks here
+
     for run_id in runs:
         log.warning("run %s: a step's lease lapsed (its worker died?); re-dispatching", run_id)
-        dispatch_run(run_id)
+        enqueue(run_id)
     return len(runs)
 
 

@@ -14,7 +14,7 @@ Two Lua scripts keep concurrent processes honest:
   claimed again once that lease lapses.
 
 Resuming a run is one write transaction (mark the waiting step succeeded or
-failed, set the run running, audit) followed by ``dispatch_run``, which
+failed, set the run running, audit) followed by ``runs.enqueue``, whose worker
 recompiles what remains from the database.
 """
 
