@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, insert, select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
 from orchestra.ids import new_id
@@ -46,8 +46,7 @@ class ChainHead:
     hash: str
 
 
-def append_event(
-    session: Session | Connection,
+def chain_event(
     head: ChainHead,
     type: str,
     *,
@@ -55,16 +54,20 @@ def append_event(
     step_id: str | None = None,
     payload: dict[str, Any] | None = None,
     at: datetime | None = None,
-) -> None:
-    """Insert one event after ``head`` and move ``head`` on; the caller writes the head back to the run row."""
+) -> dict[str, Any]:
+    """The next event after ``head``, hashed, as a row to insert; moves ``head`` on.
+
+    The caller inserts the row and writes the head back to the run row, in the
+    transaction that holds the run locked.
+    """
     values: dict[str, Any] = {
         "id": new_id(), "run_id": head.run_id, "seq": head.seq + 1, "type": type, "actor": actor, "step_id": step_id,
         "at": at or utcnow(), "payload": json.loads(json.dumps(redact(payload or {}), default=str)),
         "prev_hash": head.hash or GENESIS,
     }
     values["hash"] = _digest(values)
-    session.execute(insert(cast(Table, AuditEvent.__table__)), [values])
     head.seq, head.hash = values["seq"], values["hash"]
+    return values
 
 
 def record_event(
@@ -79,7 +82,8 @@ def record_event(
 ) -> None:
     """Append one event to ``run``'s chain. ``run`` must be locked by this transaction."""
     head = ChainHead(run.id, run.audit_seq, run.audit_hash)
-    append_event(session, head, type, actor=actor, step_id=step_id, payload=payload, at=at)
+    session.execute(insert(cast(Table, AuditEvent.__table__)),
+                    [chain_event(head, type, actor=actor, step_id=step_id, payload=payload, at=at)])
     run.audit_seq, run.audit_hash = head.seq, head.hash
 
 

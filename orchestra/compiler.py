@@ -21,7 +21,7 @@ from celery.canvas import Signature
 from sqlalchemy import select
 
 from orchestra import db
-from orchestra.models import ENDED_STEP, NO_ITEM, Run, StepRun, StepStatus
+from orchestra.models import ENDED_STEP, NO_ITEM, TERMINAL_RUN, Run, StepRun, StepStatus
 from orchestra.settings import get_settings
 from orchestra.spec import WorkflowSpec
 
@@ -91,6 +91,12 @@ def compile_run(spec: WorkflowSpec, run_id: str, statuses: dict[str, str], segme
     return parts[0] if len(parts) == 1 else chain(*parts)
 
 
+def opens_with_one_step(canvas: Signature) -> bool:
+    """True if sending ``canvas`` publishes one lone step's message, which keeps no result in the backend."""
+    first = canvas.tasks[0] if canvas.task == "celery.chain" else canvas
+    return bool(first.task == STEP_TASK)
+
+
 def fanout_canvas(spec: WorkflowSpec, run_id: str, step_id: str, count: int) -> Signature:
     """``count`` item messages in at most ``max_parallel`` lanes, then the collect task."""
     lanes = min(count, spec.by_id[step_id].max_parallel or count)
@@ -105,12 +111,12 @@ def fanout_canvas(spec: WorkflowSpec, run_id: str, step_id: str, count: int) -> 
 
 
 def dispatch_run(run_id: str) -> None:
-    """Compile what remains of ``run_id`` from the database and send it to the workers."""
+    """Compile what remains of ``run_id`` from the database and send it to the workers; an ended run is left be."""
     from orchestra.workflows import get_workflow
 
     with db.read_session() as session:
-        found = session.execute(select(Run.workflow, Run.version).where(Run.id == run_id)).first()
-        if found is None:
+        found = session.execute(select(Run.workflow, Run.version, Run.status).where(Run.id == run_id)).first()
+        if found is None or found.status in TERMINAL_RUN:
             return
         rows = session.execute(
             select(StepRun.step_id, StepRun.status).where(StepRun.run_id == run_id, StepRun.item == NO_ITEM)

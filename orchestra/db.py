@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -88,7 +89,7 @@ def write_session() -> Iterator[Session]:
     """One write transaction: committed on success, rolled back on error."""
     engine()
     assert _factory is not None
-    with _writer_turn(), _factory() as session, session.begin():
+    with writer_turn(), _factory() as session, session.begin():
         yield session
 
 
@@ -96,12 +97,15 @@ def write_session() -> Iterator[Session]:
 def write_transaction() -> Iterator[Connection]:
     """One write transaction on a bare Core connection, for the step runtime's hot path."""
     eng = engine()
-    with _writer_turn(), eng.begin() as connection:
+    with writer_turn(), eng.begin() as connection:
         yield connection
 
 
+_lock_files = threading.local()  # each thread's open handle on the writers' lock file: flock is per handle
+
+
 @contextmanager
-def _writer_turn() -> Iterator[None]:
+def writer_turn() -> Iterator[None]:
     """On SQLite, queue writers on a file lock.
 
     SQLite's busy handler polls with sleeps of up to 100 ms, so contended writers
@@ -111,12 +115,15 @@ def _writer_turn() -> Iterator[None]:
     if _lock_path is None:
         yield
         return
-    with open(_lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    key = (os.getpid(), _lock_path)  # a forked child, or a new database, opens its own
+    if getattr(_lock_files, "key", None) != key:
+        _lock_files.key, _lock_files.handle = key, open(_lock_path, "a")
+    handle = _lock_files.handle
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @contextmanager

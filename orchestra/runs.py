@@ -108,7 +108,7 @@ def submit_run(
                 return existing, False
         raise
     if dispatch:
-        enqueue(run.id)
+        enqueue(run.id, spec)
     return run, True
 
 
@@ -125,18 +125,25 @@ def _find_idempotent(workflow: str, key: str, request_hash: str) -> Run | None:
 _PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
 
 
-def enqueue(run_id: str) -> None:
-    """Hand a recorded run to the workers as one small ``orchestra.advance`` message.
+def enqueue(run_id: str, spec: WorkflowSpec | None = None) -> None:
+    """Hand a recorded run to the workers.
 
-    A worker compiles the canvas from the database. Publishing one task never
-    touches the result backend, so a Redis outage fails fast with ``Unavailable``
-    (the run stays as recorded) instead of hanging in Celery's result consumer.
+    A new run (``spec`` given) whose canvas opens with one step is sent compiled:
+    the workers start on its first step straight away. Any other run goes as one
+    small ``orchestra.advance`` message, and a worker compiles it from the
+    database. Neither publish waits on the result backend, so a Redis outage
+    fails fast with ``Unavailable`` (the run stays as recorded) instead of
+    hanging in Celery's result consumer.
     """
-    from orchestra.compiler import ADVANCE_TASK, celery_app
+    from orchestra.compiler import ADVANCE_TASK, celery_app, compile_run, opens_with_one_step
 
     try:
-        celery_app().send_task(ADVANCE_TASK, args=[run_id], ignore_result=True, retry=True,
-                               retry_policy=_PUBLISH_RETRY)
+        canvas = compile_run(spec, run_id, {}) if spec is not None else None
+        if canvas is not None and opens_with_one_step(canvas):
+            canvas.apply_async(retry=True, retry_policy=_PUBLISH_RETRY)
+        else:
+            celery_app().send_task(ADVANCE_TASK, args=[run_id], ignore_result=True, retry=True,
+                                   retry_policy=_PUBLISH_RETRY)
     except (OSError, KombuOperationalError, RedisError) as exc:
         log.warning("run %s is recorded but could not be enqueued: %s", run_id, exc)
         raise Unavailable(f"run {run_id} is recorded but Redis is unavailable; it will be dispatched when Redis is "

@@ -19,20 +19,22 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime
 from enum import Enum
 from typing import Any, cast
 
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
-from sqlalchemy import Table, and_, bindparam, insert, or_, select, update
+from sqlalchemy import Table
 
-from orchestra import db, leases, templates
-from orchestra.audit import ChainHead, append_event
+from orchestra import leases, rawsql, templates
+from orchestra.audit import ChainHead, chain_event
 from orchestra.compiler import dispatch_run, fanout_canvas
 from orchestra.errors import OrchestraError, StepError, StepTimeout, TemplateError
 from orchestra.ids import new_id
-from orchestra.models import DONE_STEP, NO_ITEM, TERMINAL_RUN, Run, RunStatus, StepRun, StepStatus, utcnow
+from orchestra.models import DONE_STEP, NO_ITEM, TERMINAL_RUN, RunStatus, StepRun, StepStatus, utcnow
+from orchestra.rawsql import Tx
 from orchestra.settings import get_settings
 from orchestra.spec import Step, WorkflowSpec
 from orchestra.steps.base import Park, StepCall, get_kind
@@ -61,19 +63,9 @@ class Claim:
     spec: WorkflowSpec | None = None  # set for FANOUT, which compiles the items' canvas
 
 
-RUNS = cast(Table, Run.__table__)
-STEPS = cast(Table, StepRun.__table__)
-_RUN_COLUMNS = (RUNS.c.id, RUNS.c.workflow, RUNS.c.version, RUNS.c.status, RUNS.c.input, RUNS.c.submitted_by,
-                RUNS.c.created_at, RUNS.c.audit_seq, RUNS.c.audit_hash)
-
-
 @dataclass
 class LockedRun:
-    """The run columns the runtime reads, with its audit head, locked for one transaction.
-
-    The hot path uses SQLAlchemy Core rather than ORM objects: a step costs two
-    short transactions, and the ORM's unit of work was most of their time.
-    """
+    """The run columns the runtime reads, with its audit head, locked for one transaction."""
 
     id: str
     workflow: str
@@ -84,38 +76,37 @@ class LockedRun:
     created_at: datetime
     head: ChainHead
 
-    def event(self, session: Any, type: str, **fields: Any) -> None:
-        append_event(session, self.head, type, **fields)
+    def event(self, tx: Tx, type: str, **fields: Any) -> None:
+        tx.insert("audit_events", [chain_event(self.head, type, **fields)])
 
-    def save(self, session: Any, **changes: Any) -> None:
+    def save(self, tx: Tx, **changes: Any) -> None:
         """Write the audit head, ``updated_at`` and ``changes`` back to the run row."""
-        session.execute(_SAVE_RUN, {"run_id_": self.id, "audit_seq": self.head.seq, "audit_hash": self.head.hash,
-                                    "updated_at": utcnow(), **changes})
+        tx.update("runs", self.id, audit_seq=self.head.seq, audit_hash=self.head.hash, updated_at=utcnow(), **changes)
         self.status = changes.get("status", self.status)
 
 
-# Built once: constructing a statement costs more than executing it on the hot path.
-_LOCK_RUN = select(*_RUN_COLUMNS).where(RUNS.c.id == bindparam("run_id")).with_for_update()
-_SAVE_RUN = update(RUNS).where(RUNS.c.id == bindparam("run_id_"))
-_STEP_ROW = select(STEPS).where(STEPS.c.id == bindparam("row_id"))
-_SET_STEP = update(STEPS).where(STEPS.c.id == bindparam("row_id_"))
-_STEP_ROWS = select(STEPS).where(
-    STEPS.c.run_id == bindparam("run_id"), STEPS.c.step_id.in_(bindparam("wanted", expanding=True)),
-    or_(STEPS.c.item == NO_ITEM, and_(STEPS.c.step_id == bindparam("step_id"), STEPS.c.item == bindparam("item"))),
-)
+_STEP_COLUMNS = ", ".join(c.name for c in cast(Table, StepRun.__table__).c)
+_LOCK_RUN = ("SELECT id, workflow, version, status, input, submitted_by, created_at, audit_seq, audit_hash "
+             "FROM runs WHERE id = :run_id")
+_STEP_ROW = f"SELECT {_STEP_COLUMNS} FROM step_runs WHERE id = :row_id"
+_TOP_ROWS = f"SELECT {_STEP_COLUMNS} FROM step_runs WHERE run_id = :run_id AND item = -1"
 
 
-def lock_run(session: Any, run_id: str) -> LockedRun | None:
-    row = session.execute(_LOCK_RUN, {"run_id": run_id}).first()
+@lru_cache(maxsize=64)
+def _rows_for(count: int) -> str:
+    """A step's own row (or item row), its parent, and the ``count`` top-level rows it reads."""
+    wanted = ", ".join(f":w{i}" for i in range(count))
+    return (f"SELECT {_STEP_COLUMNS} FROM step_runs WHERE run_id = :run_id AND step_id IN ({wanted}) "
+            "AND (item = -1 OR (step_id = :step_id AND item = :item))")
+
+
+def lock_run(tx: Tx, run_id: str) -> LockedRun | None:
+    row = tx.lock(_LOCK_RUN, run_id=run_id)
     if row is None:
         return None
     return LockedRun(id=row.id, workflow=row.workflow, version=row.version, status=row.status, input=row.input,
                      submitted_by=row.submitted_by, created_at=row.created_at,
                      head=ChainHead(row.id, row.audit_seq, row.audit_hash))
-
-
-def _set_step(session: Any, row_id: str, **values: Any) -> int:
-    return int(session.execute(_SET_STEP, {"row_id_": row_id, **values}).rowcount)
 
 
 def step_context(run: Any, rows: list[Any], item: Any = None) -> dict[str, Any]:
@@ -125,22 +116,22 @@ def step_context(run: Any, rows: list[Any], item: Any = None) -> dict[str, Any]:
             "run": {"id": run.id, "workflow": run.workflow, "version": run.version, "submitted_by": run.submitted_by}}
 
 
-def _load_rows(session: Any, run_id: str, spec: WorkflowSpec, step_id: str, item: int) -> dict[tuple[str, int], Any]:
+def _load_rows(tx: Tx, run_id: str, spec: WorkflowSpec, step_id: str, item: int) -> dict[tuple[str, int], Any]:
     step = spec.by_id[step_id]
     wanted = sorted(set(step.needs or []) | spec.reads[step_id] | {step_id})
-    params = {"run_id": run_id, "wanted": wanted, "step_id": step_id, "item": item}
-    return {(r.step_id, r.item): r for r in session.execute(_STEP_ROWS, params)}
+    params = {f"w{i}": sid for i, sid in enumerate(wanted)}
+    return {(r.step_id, r.item): r for r in tx.all(_rows_for(len(wanted)), run_id=run_id, step_id=step_id, item=item, **params)}
 
 
 def claim_step(run_id: str, step_id: str, item: int) -> Claim:
     """Decide, in one transaction, whether this message runs the step."""
-    with db.write_transaction() as session:
-        run = lock_run(session, run_id)
+    with rawsql.transaction() as tx:
+        run = lock_run(tx, run_id)
         if run is None or run.status in TERMINAL_RUN:
             return Claim(Outcome.PASS)
         spec = get_workflow(run.workflow, run.version)
         step = spec.by_id[step_id]
-        rows = _load_rows(session, run_id, spec, step_id, item)
+        rows = _load_rows(tx, run_id, spec, step_id, item)
         row = rows.get((step_id, item))
         parent = rows.get((step_id, NO_ITEM))
         if row is None or parent is None:
@@ -154,9 +145,9 @@ def claim_step(run_id: str, step_id: str, item: int) -> Claim:
             return Claim(Outcome.PASS)
         context = step_context(run, list(rows.values()), row.input if item >= 0 else None)
         try:
-            return _claim_ready(session, run, spec, step, row, context)
+            return _claim_ready(tx, run, spec, step, row, context)
         except TemplateError as exc:
-            _record_failure(session, run, row, parent, exc)
+            _record_failure(tx, run, row, parent, exc)
             return Claim(Outcome.PASS)
 
 
@@ -168,32 +159,32 @@ def _claimable(row: Any) -> bool:
     return False
 
 
-def _claim_ready(session: Any, run: LockedRun, spec: WorkflowSpec, step: Step, row: Any,
+def _claim_ready(tx: Tx, run: LockedRun, spec: WorkflowSpec, step: Step, row: Any,
                  context: dict[str, Any]) -> Claim:
     now = utcnow()
     if run.status == RunStatus.pending.value:
-        run.event(session, "run.started", payload={"workflow": run.workflow, "version": run.version})
+        run.event(tx, "run.started", payload={"workflow": run.workflow, "version": run.version})
     run_status = RunStatus.running.value
     if row.item == NO_ITEM and step.if_ and not templates.evaluate(step.if_, context):
-        _set_step(session, row.id, status=StepStatus.skipped.value, finished_at=now)
-        run.event(session, "step.skipped", step_id=step.id, payload={"if": step.if_})
-        run.save(session, status=run_status)
+        tx.update("step_runs", row.id, status=StepStatus.skipped.value, finished_at=now)
+        run.event(tx, "step.skipped", step_id=step.id, payload={"if": step.if_})
+        run.save(tx, status=run_status)
         return Claim(Outcome.DONE)
     if row.item == NO_ITEM and step.for_each:
-        return _start_fanout(session, run, spec, step, row, context)
+        return _start_fanout(tx, run, spec, step, row, context)
     params = templates.render(step.with_, context)
     token, attempt = new_id(), row.attempts + 1
-    _set_step(session, row.id, status=StepStatus.running.value, attempts=attempt, input=params,
+    tx.update("step_runs", row.id, status=StepStatus.running.value, attempts=attempt, input=params,
               started_at=row.started_at or now, lease_token=token, lease_expires_at=leases.expiry())
-    run.event(session, "step.started", step_id=step.id,
+    run.event(tx, "step.started", step_id=step.id,
               payload={"attempt": attempt, **({"item": row.item} if row.item >= 0 else {})})
-    run.save(session, status=run_status)
+    run.save(tx, status=run_status)
     call = StepCall(run_id=run.id, step_id=step.id, item=row.item, attempt=attempt, spec=spec, step=step,
                     params=params, context=context, actor=run.submitted_by, execution_id=row.id)
     return Claim(Outcome.RUN, call=call, token=token)
 
 
-def _start_fanout(session: Any, run: LockedRun, spec: WorkflowSpec, step: Step, row: Any,
+def _start_fanout(tx: Tx, run: LockedRun, spec: WorkflowSpec, step: Step, row: Any,
                   context: dict[str, Any]) -> Claim:
     items = templates.evaluate(step.for_each or "", context)
     if not isinstance(items, list):
@@ -203,113 +194,118 @@ def _start_fanout(session: Any, run: LockedRun, spec: WorkflowSpec, step: Step, 
         raise TemplateError(f"for_each `{step.for_each}` gave {len(items)} items, over the limit of {limit}; split the "
                             "input across runs or raise ORCHESTRA_MAX_FOR_EACH_ITEMS")
     now = utcnow()
-    existing = set(session.execute(select(STEPS.c.item).where(STEPS.c.run_id == run.id, STEPS.c.step_id == step.id,
-                                                              STEPS.c.item >= 0)).scalars())
+    existing = {r.item for r in tx.all("SELECT item FROM step_runs WHERE run_id = :run_id AND step_id = :step_id "
+                                       "AND item >= 0", run_id=run.id, step_id=step.id)}
     fresh = [{"id": new_id(), "run_id": run.id, "step_id": step.id, "item": i, "status": StepStatus.pending.value,
               "attempts": 0, "input": value} for i, value in enumerate(items) if i not in existing]
     if fresh:
-        session.execute(insert(STEPS), fresh)
-    run.event(session, "step.started", step_id=step.id, payload={"items": len(items)})
+        tx.insert("step_runs", fresh)
+    run.event(tx, "step.started", step_id=step.id, payload={"items": len(items)})
     values: dict[str, Any] = {"status": StepStatus.running.value, "started_at": row.started_at or now,
                               "attempts": row.attempts + 1, "input": {"items": len(items)}}
     if not items:
         values.update(status=StepStatus.succeeded.value, output=[], finished_at=now)
-        run.event(session, "step.succeeded", step_id=step.id, payload={"items": 0})
-    _set_step(session, row.id, **values)
-    run.save(session, status=RunStatus.running.value)
+        run.event(tx, "step.succeeded", step_id=step.id, payload={"items": 0})
+    tx.update("step_runs", row.id, **values)
+    run.save(tx, status=RunStatus.running.value)
     return Claim(Outcome.FANOUT, items=len(items), spec=spec) if items else Claim(Outcome.DONE)
 
 
-def _held_row(session: Any, run_id: str, row_id: str, token: str) -> tuple[LockedRun, Any] | None:
+def _held_row(tx: Tx, run_id: str, row_id: str, token: str) -> tuple[LockedRun, Any] | None:
     """The locked run and the step row, if this worker's lease on the row still holds."""
-    run = lock_run(session, run_id)
-    row = session.execute(_STEP_ROW, {"row_id": row_id}).first()
+    run = lock_run(tx, run_id)
+    row = tx.one(_STEP_ROW, row_id=row_id)
     if run is None or row is None or row.lease_token != token:
         return None
     return run, row
 
 
-def complete_step(run_id: str, row_id: str, token: str, output: Any) -> bool:
-    """Record a step's output. False if the lease was lost to another worker meanwhile."""
-    with db.write_transaction() as session:
-        held = _held_row(session, run_id, row_id, token)
+def complete_step(run_id: str, row_id: str, token: str, output: Any, finish: bool = False) -> bool:
+    """Record a step's output, and with ``finish`` end the run if this was its last open step.
+
+    False if the lease was lost to another worker meanwhile.
+    """
+    with rawsql.transaction() as tx:
+        held = _held_row(tx, run_id, row_id, token)
         if held is None or held[1].status != StepStatus.running.value:
             return False
         run, row = held
         now = utcnow()
-        _set_step(session, row.id, status=StepStatus.succeeded.value, output=output, error=None, finished_at=now,
+        tx.update("step_runs", row.id, status=StepStatus.succeeded.value, output=output, error=None, finished_at=now,
                   lease_token=None, lease_expires_at=None)
         duration = (now - row.started_at).total_seconds() if row.started_at else None
-        run.event(session, "step.succeeded", step_id=row.step_id,
+        run.event(tx, "step.succeeded", step_id=row.step_id,
                   payload={"attempt": row.attempts, "duration_s": duration, **({"item": row.item} if row.item >= 0 else {})})
-        run.save(session)
+        run.save(tx)
+        if finish and run.status not in TERMINAL_RUN:
+            _finish(tx, run)
     return True
 
 
 def schedule_retry(run_id: str, row_id: str, token: str, error: str, delay: float) -> bool:
     """Put a failed attempt back to pending; the lease covers the backoff so the sweeper leaves it alone."""
-    with db.write_transaction() as session:
-        held = _held_row(session, run_id, row_id, token)
+    with rawsql.transaction() as tx:
+        held = _held_row(tx, run_id, row_id, token)
         if held is None:
             return False
         run, row = held
-        _set_step(session, row.id, status=StepStatus.pending.value, error=error, lease_expires_at=leases.expiry(delay))
-        run.event(session, "step.retrying", step_id=row.step_id,
+        tx.update("step_runs", row.id, status=StepStatus.pending.value, error=error, lease_expires_at=leases.expiry(delay))
+        run.event(tx, "step.retrying", step_id=row.step_id,
                   payload={"attempt": row.attempts, "error": error, "delay_s": delay,
                            **({"item": row.item} if row.item >= 0 else {})})
-        run.save(session)
+        run.save(tx)
     return True
 
 
 def hold_back(run_id: str, row_id: str, token: str, delay: float) -> bool:
     """A connector said "not yet" (rate limit): give the attempt back and wait, holding no worker."""
-    with db.write_transaction() as session:
-        held = _held_row(session, run_id, row_id, token)
+    with rawsql.transaction() as tx:
+        held = _held_row(tx, run_id, row_id, token)
         if held is None:
             return False
-        _set_step(session, row_id, status=StepStatus.pending.value, attempts=max(0, held[1].attempts - 1),
+        tx.update("step_runs", row_id, status=StepStatus.pending.value, attempts=max(0, held[1].attempts - 1),
                   lease_expires_at=leases.expiry(delay))
     return True
 
 
 def fail_step(run_id: str, row_id: str, token: str | None, exc: BaseException) -> None:
     """The last attempt failed: the step, and with it the run, fail with the error recorded."""
-    with db.write_transaction() as session:
-        run = lock_run(session, run_id)
-        row = session.execute(_STEP_ROW, {"row_id": row_id}).first()
+    with rawsql.transaction() as tx:
+        run = lock_run(tx, run_id)
+        row = tx.one(_STEP_ROW, row_id=row_id)
         if run is None or row is None or (token is not None and row.lease_token != token):
             return
-        parent = row if row.item == NO_ITEM else session.execute(select(STEPS).where(
-            STEPS.c.run_id == run_id, STEPS.c.step_id == row.step_id, STEPS.c.item == NO_ITEM)).one()
-        _record_failure(session, run, row, parent, exc)
+        parent = row if row.item == NO_ITEM else tx.one(f"{_TOP_ROWS} AND step_id = :step_id", run_id=run_id,
+                                                        step_id=row.step_id)
+        _record_failure(tx, run, row, parent, exc)
 
 
-def _record_failure(session: Any, run: LockedRun, row: Any, parent: Any, exc: BaseException) -> None:
+def _record_failure(tx: Tx, run: LockedRun, row: Any, parent: Any, exc: BaseException) -> None:
     now = utcnow()
     message = describe(exc)
     label = row.step_id + (f"[{row.item}]" if row.item >= 0 else "")
     for target in {row.id, parent.id}:
-        _set_step(session, target, status=StepStatus.failed.value, error=message, finished_at=now,
+        tx.update("step_runs", target, status=StepStatus.failed.value, error=message, finished_at=now,
                   lease_token=None, lease_expires_at=None)
-    run.event(session, "step.failed", step_id=row.step_id,
+    run.event(tx, "step.failed", step_id=row.step_id,
               payload={"attempt": row.attempts, "error": message, **({"item": row.item} if row.item >= 0 else {})})
     changes: dict[str, Any] = {}
     if run.status not in TERMINAL_RUN:
         changes = {"status": RunStatus.failed.value, "error": f"step {label} failed: {message}"}
-        run.event(session, "run.failed", payload={"step": label, "error": message})
-    run.save(session, **changes)
+        run.event(tx, "run.failed", payload={"step": label, "error": message})
+    run.save(tx, **changes)
 
 
 def park_step(run_id: str, row_id: str, token: str, park: Park) -> bool:
     """Leave the step waiting: no lease, no worker; the run waits unless other branches still run."""
-    with db.write_transaction() as session:
-        held = _held_row(session, run_id, row_id, token)
+    with rawsql.transaction() as tx:
+        held = _held_row(tx, run_id, row_id, token)
         if held is None:
             return False
         run, row = held
-        _set_step(session, row.id, status=StepStatus.waiting.value, lease_token=None, lease_expires_at=None)
-        run.event(session, park.event, step_id=row.step_id, payload=park.audit)
-        run.save(session, **({} if run.status in TERMINAL_RUN else {"status": RunStatus.waiting.value}))
+        tx.update("step_runs", row.id, status=StepStatus.waiting.value, lease_token=None, lease_expires_at=None)
+        run.event(tx, park.event, step_id=row.step_id, payload=park.audit)
+        run.save(tx, **({} if run.status in TERMINAL_RUN else {"status": RunStatus.waiting.value}))
     if park.after_commit is not None:
         park.after_commit()
     return True
@@ -335,8 +331,8 @@ def _serialisable(output: Any) -> Any:
     return output
 
 
-def execute(task: Task, claim: Claim) -> None:
-    """Run a claimed step and record what happened."""
+def execute(task: Task, claim: Claim, finish: bool = False) -> bool:
+    """Run a claimed step and record what happened. True if it succeeded and that was recorded."""
     call = claim.call
     assert call is not None
     leases.hold(call.execution_id, claim.token)
@@ -344,13 +340,13 @@ def execute(task: Task, claim: Claim) -> None:
         output = _serialisable(get_kind(call.step.kind).execute(call))
     except Park as park:
         park_step(call.run_id, call.execution_id, claim.token, park)
-        return
+        return False
     except Exception as exc:  # noqa: BLE001 - every failure is recorded, typed or not
         _handle_failure(task, call, claim.token, exc)
-        return
+        return False
     finally:
         leases.release(call.execution_id)
-    complete_step(call.run_id, call.execution_id, claim.token, output)
+    return complete_step(call.run_id, call.execution_id, claim.token, output, finish=finish)
 
 
 def _handle_failure(task: Task, call: StepCall, token: str, exc: BaseException) -> None:
@@ -377,12 +373,13 @@ def _handle_failure(task: Task, call: StepCall, token: str, exc: BaseException) 
 def run_step(self: Task, run_id: str, step_id: str, item: int = NO_ITEM, finish: bool = False) -> None:
     """Run one step (or one fan-out item) of a run. Safe to deliver more than once.
 
-    ``finish`` marks the canvas's last step, which then ends the run itself.
+    ``finish`` marks the canvas's last step, which then ends the run itself:
+    in the transaction that records its output when it succeeds.
     """
     claim = claim_step(run_id, step_id, item)
-    if claim.outcome == Outcome.RUN:
-        execute(self, claim)
-    elif claim.outcome == Outcome.FANOUT:
+    if claim.outcome == Outcome.RUN and execute(self, claim, finish=finish):
+        return
+    if claim.outcome == Outcome.FANOUT:
         assert claim.spec is not None
         raise self.replace(fanout_canvas(claim.spec, run_id, step_id, claim.items))
     if finish:
@@ -392,60 +389,59 @@ def run_step(self: Task, run_id: str, step_id: str, item: int = NO_ITEM, finish:
 @shared_task(name="orchestra.collect", acks_late=True)
 def collect_fanout(run_id: str, step_id: str) -> None:
     """Join a fan-out: the parent step succeeds with its items' outputs, in order."""
-    with db.write_transaction() as session:
-        run = lock_run(session, run_id)
+    with rawsql.transaction() as tx:
+        run = lock_run(tx, run_id)
         if run is None or run.status in TERMINAL_RUN:
             return
-        rows = list(session.execute(select(STEPS).where(STEPS.c.run_id == run_id, STEPS.c.step_id == step_id)
-                                    .order_by(STEPS.c.item)))
+        rows = tx.all(f"SELECT {_STEP_COLUMNS} FROM step_runs WHERE run_id = :run_id AND step_id = :step_id "
+                      "ORDER BY item", run_id=run_id, step_id=step_id)
         parent = next((r for r in rows if r.item == NO_ITEM), None)
         items = [r for r in rows if r.item >= 0]
         if parent is None or parent.status != StepStatus.running.value:
             return
         if any(r.status not in DONE_STEP for r in items):
             return
-        _set_step(session, parent.id, status=StepStatus.succeeded.value, output=[r.output for r in items],
+        tx.update("step_runs", parent.id, status=StepStatus.succeeded.value, output=[r.output for r in items],
                   finished_at=utcnow())
-        run.event(session, "step.succeeded", step_id=step_id, payload={"items": len(items)})
-        run.save(session)
+        run.event(tx, "step.succeeded", step_id=step_id, payload={"items": len(items)})
+        run.save(tx)
 
 
 @shared_task(name="orchestra.advance", acks_late=True)
 def advance_run(run_id: str) -> None:
-    """End of a segment: compile and send the next one from the database."""
-    with db.read_session() as session:
-        run = session.get(Run, run_id)
-        if run is None or run.status in TERMINAL_RUN:
-            return
+    """End of a segment, or a run handed over by ``runs.enqueue``: compile and send what remains."""
     dispatch_run(run_id)
 
 
 @shared_task(name="orchestra.finish", acks_late=True)
 def finish_run(run_id: str) -> None:
     """End the run if every step has ended; otherwise leave it to whoever finishes last."""
-    with db.write_transaction() as session:
-        run = lock_run(session, run_id)
-        if run is None or run.status in TERMINAL_RUN:
-            return
-        rows = list(session.execute(select(STEPS).where(STEPS.c.run_id == run_id, STEPS.c.item == NO_ITEM)))
-        statuses = {r.status for r in rows}
-        if statuses <= {s.value for s in DONE_STEP}:
-            _succeed_run(session, run, rows)
-        elif StepStatus.waiting.value in statuses and not statuses & {StepStatus.running.value}:
-            run.save(session, status=RunStatus.waiting.value)
+    with rawsql.transaction() as tx:
+        run = lock_run(tx, run_id)
+        if run is not None and run.status not in TERMINAL_RUN:
+            _finish(tx, run)
 
 
-def _succeed_run(session: Any, run: LockedRun, rows: list[Any]) -> None:
+def _finish(tx: Tx, run: LockedRun) -> None:
+    rows = tx.all(_TOP_ROWS, run_id=run.id)
+    statuses = {r.status for r in rows}
+    if statuses <= {s.value for s in DONE_STEP}:
+        _succeed_run(tx, run, rows)
+    elif StepStatus.waiting.value in statuses and not statuses & {StepStatus.running.value}:
+        run.save(tx, status=RunStatus.waiting.value)
+
+
+def _succeed_run(tx: Tx, run: LockedRun, rows: list[Any]) -> None:
     spec = get_workflow(run.workflow, run.version)
     try:
         output = templates.render(spec.outputs, step_context(run, rows)) if spec.outputs else None
     except TemplateError as exc:
-        run.event(session, "run.failed", payload={"error": f"outputs: {exc.message}"})
-        run.save(session, status=RunStatus.failed.value, error=f"outputs: {exc.message}")
+        run.event(tx, "run.failed", payload={"error": f"outputs: {exc.message}"})
+        run.save(tx, status=RunStatus.failed.value, error=f"outputs: {exc.message}")
         return
     duration = (utcnow() - run.created_at).total_seconds()
-    run.event(session, "run.succeeded", payload={"duration_s": duration})
-    run.save(session, status=RunStatus.succeeded.value, output=output)
+    run.event(tx, "run.succeeded", payload={"duration_s": duration})
+    run.save(tx, status=RunStatus.succeeded.value, output=output)
 
 
 __all__ = ["run_step", "collect_fanout", "advance_run", "finish_run", "claim_step"]

@@ -1,0 +1,85 @@
+"""The runtime's driver-level statements agree with SQLAlchemy on every value, and roll back whole."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import select
+
+from orchestra import db, rawsql
+from orchestra.models import StepRun
+from orchestra.runs import submit_run
+
+ODD_VALUES = [None, 0, 7, -1.5, "text", "", "7", "null", [1, "two", None], {"nested": {"a": [True, False]}}, True]
+
+
+@pytest.fixture
+def row_id(register) -> str:
+    name = f"raw-{uuid.uuid4().hex[:8]}"
+    register(f"name: {name}\nsteps: [{{id: a, uses: 'task:tests.support.steps.noop'}}]")
+    run, _ = submit_run(name, {}, dispatch=False)
+    with db.read_session() as session:
+        return session.scalars(select(StepRun.id).where(StepRun.run_id == run.id)).one()
+
+
+def read_back(row_id: str) -> StepRun:
+    with db.read_session() as session:
+        row = session.get(StepRun, row_id)
+        assert row is not None
+        return row
+
+
+@pytest.mark.parametrize("value", ODD_VALUES, ids=repr)
+def test_json_written_raw_reads_the_same_through_sqlalchemy_and_back(row_id, value):
+    with rawsql.transaction() as tx:
+        assert tx.update("step_runs", row_id, output=value) == 1
+    assert read_back(row_id).output == value
+    with db.write_session() as session:
+        session.get(StepRun, row_id).input = value  # type: ignore[union-attr]
+    with rawsql.transaction() as tx:
+        row = tx.one("SELECT input, output FROM step_runs WHERE id = :row_id", row_id=row_id)
+    assert row is not None and row.input == value and row.output == value
+    assert type(row.output) is type(value)
+
+
+def test_times_are_utc_both_ways_and_compare_in_sql(row_id):
+    moment = datetime(2026, 11, 25, 8, 30, 15, 123456, tzinfo=timezone(timedelta(hours=2)))
+    with rawsql.transaction() as tx:
+        tx.update("step_runs", row_id, started_at=moment, lease_expires_at=moment)
+    stored = read_back(row_id)
+    assert stored.started_at == moment and stored.started_at.utcoffset() == timedelta(0)
+    with db.read_session() as session:  # the sweeper's comparison sees the raw value as a time, not a string
+        lapsed = session.scalars(select(StepRun.id).where(StepRun.lease_expires_at < moment + timedelta(microseconds=1),
+                                                          StepRun.id == row_id)).all()
+    assert lapsed == [row_id]
+    with rawsql.transaction() as tx:
+        row = tx.one("SELECT started_at FROM step_runs WHERE id = :row_id", row_id=row_id)
+    assert row is not None and row.started_at == moment and row.started_at.utcoffset() == timedelta(0)
+
+
+def test_a_naive_time_is_refused_and_nothing_is_written(row_id):
+    with pytest.raises(ValueError, match="naive datetime given for started_at"):
+        with rawsql.transaction() as tx:
+            tx.update("step_runs", row_id, status="running")
+            tx.update("step_runs", row_id, started_at=datetime(2026, 1, 1))
+    assert read_back(row_id).status == "pending"  # the first update was rolled back with it
+
+
+def test_an_error_mid_transaction_rolls_everything_back_and_frees_the_writer_lock(row_id):
+    with pytest.raises(RuntimeError):
+        with rawsql.transaction() as tx:
+            tx.update("step_runs", row_id, status="running", output={"half": "written"})
+            raise RuntimeError("worker died here")
+    row = read_back(row_id)
+    assert row.status == "pending" and row.output is None
+    with rawsql.transaction() as tx:  # neither the file lock nor the database lock was left held
+        assert tx.update("step_runs", row_id, status="succeeded") == 1
+    assert read_back(row_id).status == "succeeded"
+
+
+def test_an_unknown_column_is_named(row_id):
+    with pytest.raises(KeyError, match="step_runs has no column colour"):
+        with rawsql.transaction() as tx:
+            tx.update("step_runs", row_id, colour="red")
