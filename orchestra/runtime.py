@@ -120,7 +120,8 @@ def _load_rows(tx: Tx, run_id: str, spec: WorkflowSpec, step_id: str, item: int)
     step = spec.by_id[step_id]
     wanted = sorted(set(step.needs or []) | spec.reads[step_id] | {step_id})
     params = {f"w{i}": sid for i, sid in enumerate(wanted)}
-    return {(r.step_id, r.item): r for r in tx.all(_rows_for(len(wanted)), run_id=run_id, step_id=step_id, item=item, **params)}
+    rows = tx.all(_rows_for(len(wanted)), run_id=run_id, step_id=step_id, item=item, **params)
+    return {(r.step_id, r.item): r for r in rows}
 
 
 def claim_step(run_id: str, step_id: str, item: int) -> Claim:
