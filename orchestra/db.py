@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestra.settings import get_settings
@@ -91,14 +91,6 @@ def write_session() -> Iterator[Session]:
     assert _factory is not None
     with writer_turn(), _factory() as session, session.begin():
         yield session
-
-
-@contextmanager
-def write_transaction() -> Iterator[Connection]:
-    """One write transaction on a bare Core connection, for the step runtime's hot path."""
-    eng = engine()
-    with writer_turn(), eng.begin() as connection:
-        yield connection
 
 
 _lock_files = threading.local()  # each thread's open handle on the writers' lock file: flock is per handle

@@ -31,8 +31,8 @@ TABLES = {t.name: t for t in (cast(Table, Run.__table__), cast(Table, StepRun.__
 JSON_COLUMNS = frozenset(c.name for t in TABLES.values() for c in t.c if isinstance(c.type, JSON))
 TIME_COLUMNS = frozenset(c.name for t in TABLES.values() for c in t.c if isinstance(c.type, UTCDateTime))
 assert not JSON_COLUMNS & TIME_COLUMNS, "a column name means JSON in one table and a time in another"
+TYPED_COLUMNS = JSON_COLUMNS | TIME_COLUMNS  # the columns converted on the way in and out
 
-_SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy's SQLite DateTime stores a value
 
 
 class Record(dict[str, Any]):
@@ -60,7 +60,12 @@ class Tx:
     def all(self, sql: str, **params: Any) -> list[Record]:
         cursor = self._execute(sql, params)
         names = [d[0] for d in cursor.description]
-        return [Record(zip(names, map(self._decode, names, row))) for row in cursor.fetchall()]
+        typed = [name for name in names if name in TYPED_COLUMNS]
+        records = [Record(zip(names, row)) for row in cursor.fetchall()]
+        for record in records:
+            for name in typed:
+                record[name] = self._decode(name, record[name])
+        return records
 
     def update(self, table: str, row_id: str, **values: Any) -> int:
         """``UPDATE table SET <values> WHERE id = :row_id``; returns the number of rows changed."""
@@ -85,7 +90,10 @@ class Tx:
         return sql if self._sqlite else _pyformat(sql)
 
     def _encode_all(self, values: dict[str, Any]) -> dict[str, Any]:
-        return {name: self._encode(name, value) for name, value in values.items()}
+        encoded = dict(values)
+        for name in values.keys() & TYPED_COLUMNS:
+            encoded[name] = self._encode(name, values[name])
+        return encoded
 
     def _encode(self, name: str, value: Any) -> Any:
         if name in JSON_COLUMNS:
@@ -94,7 +102,8 @@ class Tx:
             if value.tzinfo is None:
                 raise ValueError(f"naive datetime given for {name}; use orchestra.models.utcnow()")
             value = value.astimezone(timezone.utc)
-            return value.strftime(_SQLITE_TIME) if self._sqlite else value
+            # As SQLAlchemy's SQLite DateTime stores it: "2026-11-25 06:02:32.091000", which sorts as time does.
+            return value.replace(tzinfo=None).isoformat(" ", "microseconds") if self._sqlite else value
         return value
 
     def _decode(self, name: str, value: Any) -> Any:
