@@ -15,7 +15,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import func, inspect, select
+from sqlalchemy import case, func, inspect, select
 
 from orchestra import db
 from orchestra.models import AuditEvent, Run, StepRun
@@ -47,25 +47,27 @@ def _runs(session: Any) -> Metric:
 
 
 def _step_durations(session: Any) -> Metric:
+    """The histogram is counted by the database, so a scrape costs one aggregate query however long the history."""
+    seconds = _seconds_between(session, StepRun.started_at, StepRun.finished_at)
+    buckets = [func.sum(case((seconds <= bound, 1), else_=0)) for bound in BUCKETS]
     rows = session.execute(
-        select(Run.workflow, StepRun.started_at, StepRun.finished_at).join(Run, Run.id == StepRun.run_id)
-        .where(StepRun.started_at.is_not(None), StepRun.finished_at.is_not(None)))
-    counts: dict[str, list[int]] = defaultdict(lambda: [0] * (len(BUCKETS) + 1))
-    sums: dict[str, float] = defaultdict(float)
-    for workflow, started, finished in rows:
-        seconds = max(0.0, (finished - started).total_seconds())
-        index = next((i for i, bound in enumerate(BUCKETS) if seconds <= bound), len(BUCKETS))
-        counts[workflow][index] += 1
-        sums[workflow] += seconds
+        select(Run.workflow, func.count(), func.coalesce(func.sum(seconds), 0.0), *buckets)
+        .join(Run, Run.id == StepRun.run_id)
+        .where(StepRun.started_at.is_not(None), StepRun.finished_at.is_not(None))
+        .group_by(Run.workflow))
     histogram = HistogramMetricFamily("orchestra_step_duration_seconds", "Step execution time, start to end.",
                                       labels=["workflow"])
-    for workflow, per_bucket in counts.items():
-        cumulative, total = [], 0
-        for bound, count in zip((*map(str, BUCKETS), "+Inf"), per_bucket):
-            total += count
-            cumulative.append((bound, total))
-        histogram.add_metric([workflow], cumulative, sums[workflow])
+    for workflow, count, total, *cumulative in rows:
+        points = [(str(bound), int(n or 0)) for bound, n in zip(BUCKETS, cumulative)] + [("+Inf", int(count))]
+        histogram.add_metric([workflow], points, max(0.0, float(total)))
     return histogram
+
+
+def _seconds_between(session: Any, start: Any, end: Any) -> Any:
+    """``end - start`` in seconds, as a SQL expression for the session's database."""
+    if session.get_bind().dialect.name == "sqlite":
+        return (func.julianday(end) - func.julianday(start)) * 86400.0
+    return func.extract("epoch", end - start)
 
 
 def _waiting_tasks(session: Any) -> Iterator[Metric]:
