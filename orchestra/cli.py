@@ -433,6 +433,27 @@ def cancel(
 
 
 @app.command()
+def retry(
+    run_id: str = typer.Argument(..., help="The failed run to resume."),
+    wait: bool = typer.Option(False, "--wait", help="Return when the run ends or parks; exit 1 if it failed again."),
+    timeout: float = typer.Option(600.0, help="Seconds --wait waits at most."),
+) -> None:
+    """Resume a failed run; the steps that succeeded are kept and not run again."""
+    from orchestra.runs import retry_run
+
+    try:
+        run = retry_run(run_id, actor=_cli_actor())
+    except OrchestraError as exc:
+        report(exc)
+    if not wait:
+        console.print(f"{run.id} {_status(run.status)}")
+        return
+    view = follow(run.id, timeout)
+    console.print(f"{run.id} {view['status']}")
+    raise typer.Exit(0 if view["status"] in ("succeeded", "waiting") else 1)
+
+
+@app.command()
 def recover() -> None:
     """Rebuild every wait and deadline in Redis from the database (after Redis lost its data)."""
     from orchestra.waits import recover as recover_waits

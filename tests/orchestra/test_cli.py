@@ -107,3 +107,27 @@ def test_an_oversized_input_file_is_refused_with_the_limit_and_writes_no_run(tmp
     result = cli("submit", "example", "--input", f"@{big}")
     assert result.returncode == 1 and "byte limit" in result.stderr
     assert run_count() == before
+
+
+def test_retry_resumes_a_failed_run_without_rerunning_what_succeeded(workers, register, redis_client):
+    name = f"cli-retry-{uuid.uuid4().hex[:8]}"
+    register(f"""
+name: {name}
+steps:
+  - {{id: first, uses: "task:tests.support.steps.count", with: {{key: "{name}:first"}}}}
+  - {{id: second, uses: "task:tests.support.steps.flaky", with: {{key: "{name}:second", fail_times: 1}},
+     retry: {{attempts: 1}}}}
+""")
+    failed = cli("submit", name, "--wait")
+    assert failed.returncode == 1
+    run_id, status = failed.stdout.split()
+    assert status == "failed"
+    again = cli("retry", run_id, "--wait")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.split() == [run_id, "succeeded"]
+    assert int(redis_client.get(f"{name}:first")) == 1, "the step that had succeeded ran again"
+    assert int(redis_client.get(f"{name}:second")) == 2
+    types = [json.loads(line)["type"] for line in cli("audit", run_id, "--format", "jsonl", check=True).stdout.splitlines()]
+    assert "run.retried" in types and types[-1] == "run.succeeded"
+    refused = cli("retry", run_id)
+    assert refused.returncode == 1 and "only failed runs can be retried" in " ".join(refused.stderr.split())
