@@ -91,10 +91,14 @@ def compile_run(spec: WorkflowSpec, run_id: str, statuses: dict[str, str], segme
     return parts[0] if len(parts) == 1 else chain(*parts)
 
 
-def opens_with_one_step(canvas: Signature) -> bool:
-    """True if sending ``canvas`` publishes one lone step's message, which keeps no result in the backend."""
-    first = canvas.tasks[0] if canvas.task == "celery.chain" else canvas
-    return bool(first.task == STEP_TASK)
+def is_plain_chain(canvas: Signature) -> bool:
+    """True if ``canvas`` is single tasks one after another, with no group or chord.
+
+    Sending such a canvas publishes one message and freezes no group result, so
+    it neither subscribes to nor waits on the result backend.
+    """
+    tasks = canvas.tasks if canvas.task == "celery.chain" else [canvas]
+    return all(task.task in (STEP_TASK, ADVANCE_TASK, FINISH_TASK) for task in tasks)
 
 
 def fanout_canvas(spec: WorkflowSpec, run_id: str, step_id: str, count: int) -> Signature:

@@ -128,18 +128,18 @@ _PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "
 def enqueue(run_id: str, spec: WorkflowSpec | None = None) -> None:
     """Hand a recorded run to the workers.
 
-    A new run (``spec`` given) whose canvas opens with one step is sent compiled:
-    the workers start on its first step straight away. Any other run goes as one
-    small ``orchestra.advance`` message, and a worker compiles it from the
-    database. Neither publish waits on the result backend, so a Redis outage
-    fails fast with ``Unavailable`` (the run stays as recorded) instead of
-    hanging in Celery's result consumer.
+    A new run (``spec`` given) whose canvas is a plain chain of steps is sent
+    compiled: the workers start on its first step straight away. Any other run
+    goes as one small ``orchestra.advance`` message, and a worker compiles it
+    from the database. Neither publish touches the result backend, so a Redis
+    outage fails fast with ``Unavailable`` (the run stays as recorded) instead
+    of hanging in Celery's result consumer.
     """
-    from orchestra.compiler import ADVANCE_TASK, celery_app, compile_run, opens_with_one_step
+    from orchestra.compiler import ADVANCE_TASK, celery_app, compile_run, is_plain_chain
 
     try:
         canvas = compile_run(spec, run_id, {}) if spec is not None else None
-        if canvas is not None and opens_with_one_step(canvas):
+        if canvas is not None and is_plain_chain(canvas):
             canvas.apply_async(retry=True, retry_policy=_PUBLISH_RETRY)
         else:
             celery_app().send_task(ADVANCE_TASK, args=[run_id], ignore_result=True, retry=True,

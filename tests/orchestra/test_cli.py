@@ -131,3 +131,17 @@ steps:
     assert "run.retried" in types and types[-1] == "run.succeeded"
     refused = cli("retry", run_id)
     assert refused.returncode == 1 and "only failed runs can be retried" in " ".join(refused.stderr.split())
+
+
+def test_submit_wait_of_a_branching_run_exits_without_a_traceback(workers, register):
+    name = f"cli-fork-{uuid.uuid4().hex[:8]}"
+    register(f"""
+name: {name}
+steps:
+  - {{id: a, uses: "task:tests.support.steps.noop"}}
+  - {{id: b, uses: "task:tests.support.steps.noop", needs: [a]}}
+  - {{id: c, uses: "task:tests.support.steps.noop", needs: [a]}}
+""")
+    result = cli("submit", name, "--wait")
+    assert result.returncode == 0 and result.stdout.split()[1] == "succeeded", result.stderr
+    assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr, result.stderr

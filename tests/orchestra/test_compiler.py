@@ -78,3 +78,16 @@ def test_the_real_first_message_of_a_200_step_run_is_under_8_kb(redis_client):
     redis_client.delete("size-probe")
     assert len(messages) == 1
     assert len(messages[0].encode()) <= 8 * 1024, len(messages[0])
+
+
+def test_only_a_plain_chain_is_sent_compiled_at_submission():
+    from orchestra.compiler import is_plain_chain
+
+    run_id = "01900000-0000-7000-8000-000000000000"
+    assert is_plain_chain(compile_run(linear(1), run_id, {}))
+    assert is_plain_chain(compile_run(linear(40), run_id, {}))  # segments end in an advance
+    fork = load_spec("name: fork\nsteps:\n  - {id: a, uses: 'task:examples.noop'}\n"
+                     "  - {id: b, uses: 'task:examples.noop', needs: [a]}\n"
+                     "  - {id: c, uses: 'task:examples.noop', needs: [a]}\n")
+    forked = compile_run(fork, run_id, {})  # one step, then a group: freezing the group would subscribe
+    assert forked.tasks[0].task == "orchestra.step" and not is_plain_chain(forked)
