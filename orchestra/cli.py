@@ -61,10 +61,14 @@ def parse_input(value: str) -> Any:
     else:
         text, source = value, "--input"
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_not_json)
     except json.JSONDecodeError as exc:
         fail(f"{source} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); "
              "pass a JSON object such as '{\"order_id\": \"A1\"}'")
+
+
+def _not_json(constant: str) -> None:
+    fail(f"--input contains {constant}, which is not JSON; use a number, a string or null")
 
 
 def _status(text: str) -> str:

@@ -53,7 +53,12 @@ def validate_input(spec: WorkflowSpec, data: Any) -> None:
 
 
 def _check_size(data: Any) -> None:
-    size = len(json.dumps(data, default=str))
+    try:
+        size = len(json.dumps(data, default=str, allow_nan=False))
+    except ValueError:
+        raise InputError("the input is not JSON", [{
+            "loc": ["input"], "type": "not_json",
+            "msg": "the input contains NaN or Infinity, which JSON does not allow; send a number, a string or null"}]) from None
     limit = get_settings().max_body_bytes
     if size > limit:
         raise InputError("the input is too large", [{

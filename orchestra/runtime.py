@@ -322,7 +322,7 @@ def describe(exc: BaseException) -> str:
 
 def _serialisable(output: Any) -> Any:
     try:
-        text = json.dumps(output)
+        text = json.dumps(output, allow_nan=False)  # NaN and Infinity are not JSON; PostgreSQL refuses them
     except (TypeError, ValueError) as exc:
         raise StepError(f"the step returned something that is not JSON ({exc}); return dicts, lists, str, "
                         "numbers, bools or None", retryable=False) from exc

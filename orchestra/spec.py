@@ -212,6 +212,13 @@ def _parse(source: str | bytes | dict[str, Any]) -> Any:
             "the workflow spec must be a mapping",
             [{"loc": [], "msg": "the spec must be a mapping with name, steps and the other fields", "type": "type"}],
         )
+    try:
+        json.dumps(data, allow_nan=False, default=str)
+    except ValueError:
+        raise SpecError("the workflow spec is invalid", [{
+            "loc": [], "type": "not_json",
+            "msg": "the spec contains NaN or infinity (YAML .nan or .inf), which JSON cannot hold; use a number or a "
+                   "string"}]) from None
     return data
 
 

@@ -23,7 +23,7 @@ def create_app() -> FastAPI:
     from orchestra.ui import router as ui_router  # imported here: the UI imports orchestra.api.deps
 
     app.include_router(ui_router)  # the web UI under /ui, left out of the OpenAPI schema
-    app.add_middleware(errors.RefuseNul)  # inside BodyLimit, which has already buffered the body
+    app.add_middleware(errors.RefuseUnstorable)  # inside BodyLimit, which has already buffered the body
     app.add_middleware(errors.BodyLimit, max_bytes=get_settings().max_body_bytes)
     return app
 

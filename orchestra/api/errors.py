@@ -6,6 +6,7 @@ escape a route become 503 (a dependency is down) or 500, never a traceback.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -164,12 +165,16 @@ class BodyLimit:
         await error_response(413, error_body(msg, "too_large", ["body"]))(scope, receive, send)
 
 
-class RefuseNul:
-    """Refuse NUL characters anywhere in a request with 422 (ASGI middleware).
+class RefuseUnstorable:
+    """Refuse with 422 what the results database cannot store (ASGI middleware).
 
-    No name, key, id or text Orchestra stores may contain NUL, and PostgreSQL's
-    text columns cannot hold one; refusing it at the edge keeps it out of every
-    query instead of failing deep inside one with a 500.
+    - A NUL character anywhere in a request: no name, key, id or text Orchestra
+      stores may contain one, and PostgreSQL's text columns cannot hold it.
+    - ``NaN`` or ``Infinity`` in a JSON body: Python's JSON parser accepts them,
+      but they are not JSON, and PostgreSQL's JSON columns refuse them.
+
+    Refusing them at the edge keeps them out of every query instead of failing
+    deep inside one with a 500.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -186,6 +191,11 @@ class RefuseNul:
         if where is not None:
             msg = f"the request's {where} contains a NUL character (\\u0000); remove it"
             await error_response(422, error_body(msg, "nul_character", [where]))(scope, receive, send)
+            return
+        constant = _json_constant(first.get("body", b"")) if first is not None else None
+        if constant is not None:
+            msg = f"the request body contains {constant}, which is not JSON; send a number, a string or null"
+            await error_response(422, error_body(msg, "not_json", ["body"]))(scope, receive, send)
             return
         if first is None:
             await self.app(scope, receive, send)
@@ -213,3 +223,24 @@ class RefuseNul:
 
 def _has_nul(body: bytes) -> bool:
     return b"\x00" in body or b"\\u0000" in body
+
+
+class _Constant(Exception):
+    pass
+
+
+def _json_constant(body: bytes) -> str | None:
+    """``NaN``, ``Infinity`` or ``-Infinity`` if the body is JSON that uses one outside a string."""
+    if b"NaN" not in body and b"Infinity" not in body:
+        return None
+
+    def refuse(name: str) -> None:
+        raise _Constant(name)
+
+    try:
+        json.loads(body, parse_constant=refuse)
+    except _Constant as found:
+        return str(found)
+    except ValueError:  # not JSON at all (YAML, a form): the route says what is wrong with it
+        return None
+    return None

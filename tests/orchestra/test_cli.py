@@ -145,3 +145,10 @@ steps:
     result = cli("submit", name, "--wait")
     assert result.returncode == 0 and result.stdout.split()[1] == "succeeded", result.stderr
     assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr, result.stderr
+
+
+def test_nan_in_cli_input_is_refused_and_writes_no_run():
+    before = run_count()
+    result = cli("submit", "example", "--input", '{"customer": "ann", "message": "x", "score": NaN}')
+    assert result.returncode == 1 and "NaN, which is not JSON" in result.stderr
+    assert run_count() == before

@@ -219,3 +219,19 @@ steps:
     assert view["status"] == "failed"
     assert "5001 items, over the limit of 5000" in view["error"] and "ORCHESTRA_MAX_FOR_EACH_ITEMS" in view["error"]
     assert [s for s in view["steps"] if s["item"] is not None] == []  # no item rows were written
+
+
+def test_an_output_that_is_not_json_fails_the_step_at_once_with_the_reason(workers, register):
+    for kind, reason in (("nan", "Out of range float values are not JSON compliant"), ("set", "not JSON serializable")):
+        name = unique(f"notjson-{kind}")
+        register(f"""
+name: {name}
+steps:
+  - {{id: give, uses: "task:tests.support.steps.returns", with: {{kind: {kind}}}, retry: {{attempts: 3, backoff: 1s}}}}
+""")
+        run, _ = submit_run(name, {})
+        view = wait_for_run(run.id)
+        assert view["status"] == "failed", view
+        step = view["steps"][0]
+        assert step["attempts"] == 1, "a step whose output can never be stored is not retried"
+        assert "is not JSON" in step["error"] and reason in step["error"], step["error"]

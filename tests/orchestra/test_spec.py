@@ -126,3 +126,10 @@ def test_bad_names_and_unknown_fields_say_how_to_fix():
     messages = {tuple(e["loc"]): e["msg"] for e in errs}
     assert "lowercase" in messages[("name",)]
     assert "remove it or check its spelling" in messages[("steps", 0, "colour")]
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf"])
+def test_yaml_nan_and_infinity_are_refused_because_json_cannot_hold_them(value):
+    with pytest.raises(SpecError) as caught:
+        load_spec(f"name: f\nsteps:\n  - {{id: a, uses: 'task:x.y', with: {{limit: {value}}}}}\n")
+    assert "NaN or infinity" in caught.value.errors[0]["msg"]

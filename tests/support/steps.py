@@ -55,3 +55,9 @@ def add(a: float, b: float) -> float:
 @step
 def noop() -> None:
     return None
+
+
+@step
+def returns(kind: str) -> Any:
+    """Return something that is not JSON: a float NaN or a set."""
+    return {"nan": float("nan"), "set": {1, 2}}[kind]

@@ -140,6 +140,26 @@ def test_nul_characters_are_refused_at_the_edge_with_422_and_write_nothing(api: 
         assert session.scalar(select(func.count()).select_from(Run)) == before
 
 
+def test_nan_and_infinity_in_a_json_body_are_refused_with_422_and_write_nothing(
+        api: Any, admin: Any, workflow: Any) -> None:
+    from orchestra import db
+    from orchestra.models import Run
+
+    name = workflow()
+    with db.read_session() as session:
+        before = session.scalar(select(func.count()).select_from(Run))
+    for constant in ("NaN", "Infinity", "-Infinity"):
+        body = f'{{"workflow": "{name}", "input": {{"order_id": "A1", "score": {constant}}}}}'
+        response = api.post("/v1/runs", content=body, headers={**admin, "Content-Type": "application/json"})
+        assert response.status_code == 422, response.text
+        assert_error_shape(response.json())
+        assert constant in response.json()["errors"][0]["msg"]
+    quoted = f'{{"workflow": "{name}", "input": {{"order_id": "NaN Infinity"}}}}'  # inside a string it is text
+    assert api.post("/v1/runs", content=quoted, headers={**admin, "Content-Type": "application/json"}).status_code == 202
+    with db.read_session() as session:
+        assert session.scalar(select(func.count()).select_from(Run)) == before + 1
+
+
 @pytest.mark.slow
 def test_a_run_submitted_through_the_api_succeeds_with_a_verified_audit_trail(
         api: Any, key: Any, workflow: Any, workers: Any) -> None:
