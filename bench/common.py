@@ -7,9 +7,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,30 +40,44 @@ def environment() -> Iterator[Path]:
         redis.stop()
 
 
+IDLE_QUEUE = "bench-idle"  # workers start on this empty queue, so the clock starts when they turn to the real one
+
+
 @contextmanager
-def worker(app: str, concurrency: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A prefork worker for ``app``; returns once it is ready."""
+def worker(app: str, concurrency: int, log: Path) -> Iterator[Callable[[], float]]:
+    """A prefork worker for ``app``, ready but idle; the callable it yields starts it on the queued runs.
+
+    The worker starts listening on an empty queue, and the callable adds Celery's
+    default queue through a remote-control broadcast and returns the time it did.
+    Starting it that way keeps process start-up and imports out of the figure, on
+    both sides the same.
+    """
     args = [sys.executable, "-m", "celery", "-A", app, "worker", "-c", str(concurrency), "-l", "warning",
-            "--without-gossip", "--without-mingle", "--without-heartbeat"]
+            "-Q", IDLE_QUEUE, "--without-gossip", "--without-mingle", "--without-heartbeat"]
     with open(log, "ab") as out:
         proc = subprocess.Popen(args, cwd=ROOT, env=dict(os.environ), stdout=out, stderr=subprocess.STDOUT)
     try:
-        time.sleep(0.5)
-        _wait_ready(app)
-        yield proc
+        celery = _wait_ready(app)
+
+        def start() -> float:
+            if not celery.control.add_consumer("celery", reply=True, limit=1, timeout=10):  # limit: don't wait out the timeout
+                raise RuntimeError(f"worker for {app} did not take the queue; see {log}")
+            return time.perf_counter()
+
+        yield start
     finally:
         proc.terminate()
         proc.wait(timeout=30)
 
 
-def _wait_ready(app_path: str) -> None:
+def _wait_ready(app_path: str) -> Any:
     module, _, attr = app_path.partition(":")
     mod = __import__(module, fromlist=["app"])
     app = getattr(mod, attr or "app")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if app.control.ping(timeout=0.5):
-            return
+            return app
     raise RuntimeError(f"worker for {app_path} did not answer within 30s")
 
 

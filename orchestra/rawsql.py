@@ -15,14 +15,16 @@ parameters) and PostgreSQL (rewritten to ``%(name)s``).
 from __future__ import annotations
 
 import json
+import os
 import re
-from collections.abc import Iterable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from functools import lru_cache
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import JSON, Table
+from sqlalchemy import JSON, Engine, Table
 
 from orchestra import db
 from orchestra.models import AuditEvent, Run, StepRun, UTCDateTime
@@ -45,12 +47,25 @@ class Record(dict[str, Any]):
             raise AttributeError(name) from None
 
 
-class Tx:
-    """One write transaction: fetch and change rows of ``runs``, ``step_runs`` and ``audit_events``."""
+class Stale(Exception):
+    """A guarded write found its row changed since the snapshot it was planned on was read."""
 
-    def __init__(self, cursor: Any, sqlite: bool) -> None:
+
+Write = tuple[str, Any, bool]  # (sql, params, guarded); params is a list of rows for an insert
+
+
+class Tx:
+    """One transaction on ``runs``, ``step_runs`` and ``audit_events``: fetch rows and change them.
+
+    A deferred ``Tx`` reads from a snapshot and holds its writes back, for
+    ``optimistic`` to apply in a short write transaction afterwards; its reads
+    do not see its own writes.
+    """
+
+    def __init__(self, cursor: Any, sqlite: bool, deferred: bool = False) -> None:
         self._cursor = cursor
         self._sqlite = sqlite
+        self.writes: list[Write] | None = [] if deferred else None
 
     # -- statements -------------------------------------------------------------------------------------------
     def one(self, sql: str, **params: Any) -> Record | None:
@@ -67,19 +82,50 @@ class Tx:
                 record[name] = self._decode(name, record[name])
         return records
 
-    def update(self, table: str, row_id: str, **values: Any) -> int:
-        """``UPDATE table SET <values> WHERE id = :row_id``; returns the number of rows changed."""
-        sql = _update_sql(table, tuple(values))
-        return int(self._execute(sql, {**self._encode_all(values), "row_id_": row_id}).rowcount)
+    def update(self, table: str, row_id: str, guard: dict[str, Any] | None = None, **values: Any) -> int:
+        """``UPDATE table SET <values> WHERE id = :row_id [AND <guard>]``; returns the rows changed.
+
+        ``guard`` holds the columns' values as the caller read them. Applied by
+        ``optimistic``, a guarded update that changes no row means the row moved
+        on meanwhile, and the whole plan is read and made again. A deferred
+        ``Tx`` returns 1.
+        """
+        guard = guard if self.writes is not None else None  # under the lock the rows cannot have moved on
+        sql = _update_sql(table, tuple(values), _guard_shape(guard))
+        params = {**self._encode_all(values), "row_id_": row_id,
+                  **{f"was_{k}": v for k, v in self._encode_all(guard or {}).items() if v is not None}}
+        if self.writes is not None:
+            self.writes.append((sql, params, guard is not None))
+            return 1
+        return int(self._execute(sql, params).rowcount)
 
     def insert(self, table: str, rows: Iterable[dict[str, Any]]) -> None:
         rows = [self._encode_all(r) for r in rows]
-        if rows:
-            self._cursor.executemany(self._sql(_insert_sql(table, tuple(rows[0]))), rows)
+        if not rows:
+            return
+        sql = _insert_sql(table, tuple(rows[0]))
+        if self.writes is not None:
+            self.writes.append((sql, rows, False))
+        else:
+            self._cursor.executemany(self._sql(sql), rows)
+
+    def apply(self, writes: list[Write]) -> None:
+        """Carry out a deferred ``Tx``'s writes, guarded ones first; ``Stale`` if a guard does not hold."""
+        for sql, params, guarded in sorted(writes, key=lambda w: not w[2]):
+            if guarded:
+                if self._execute(sql, params).rowcount != 1:
+                    raise Stale(sql)
+            elif isinstance(params, list):
+                self._cursor.executemany(self._sql(sql), params)
+            else:
+                self._execute(sql, params)
 
     def lock(self, sql: str, **params: Any) -> Record | None:
-        """``one`` with the row locked for this transaction (SQLite's ``BEGIN IMMEDIATE`` already locks it all)."""
-        return self.one(sql if self._sqlite else f"{sql} FOR UPDATE", **params)
+        """``one`` with the row locked for this transaction (SQLite's ``BEGIN IMMEDIATE`` already locks it all).
+
+        A deferred ``Tx`` only reads it: its guarded writes stand in for the lock.
+        """
+        return self.one(sql if self._sqlite or self.writes is not None else f"{sql} FOR UPDATE", **params)
 
     # -- conversion -------------------------------------------------------------------------------------------
     def _execute(self, sql: str, params: dict[str, Any]) -> Any:
@@ -119,10 +165,16 @@ class Tx:
         return value
 
 
+def _guard_shape(guard: dict[str, Any] | None) -> tuple[tuple[str, bool], ...]:
+    """Each guarded column, and whether it must be NULL (which ``=`` cannot test)."""
+    return tuple((name, value is None) for name, value in (guard or {}).items())
+
+
 @lru_cache(maxsize=256)
-def _update_sql(table: str, columns: tuple[str, ...]) -> str:
-    _check(table, columns)
-    return f"UPDATE {table} SET {', '.join(f'{c} = :{c}' for c in columns)} WHERE id = :row_id_"
+def _update_sql(table: str, columns: tuple[str, ...], guard: tuple[tuple[str, bool], ...] = ()) -> str:
+    _check(table, columns + tuple(name for name, _ in guard))
+    where = "".join(f" AND {name} IS NULL" if null else f" AND {name} = :was_{name}" for name, null in guard)
+    return f"UPDATE {table} SET {', '.join(f'{c} = :{c}' for c in columns)} WHERE id = :row_id_{where}"
 
 
 @lru_cache(maxsize=64)
@@ -142,9 +194,51 @@ def _pyformat(sql: str) -> str:
     return re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", sql)
 
 
+_kept = threading.local()  # on SQLite, each thread's (engine, pid, connection), kept across transactions
+_inherited: list[Any] = []
+
+
+@contextmanager
+def _connection(engine: Engine) -> Iterator[Any]:
+    """A DBAPI connection for one transaction: on SQLite the thread's own, kept open; else one from the pool.
+
+    A step costs two short transactions, and a pool checkout, its reset and its
+    checkin cost about as much as one of them. A SQLite file does not go away
+    under a connection the way a server can, so there it is kept; on PostgreSQL
+    every transaction takes a pooled connection, which ``pool_pre_ping`` checks.
+    A transaction opened inside another on the same thread takes a pooled one.
+    On an error the connection is rolled back and given up, so the next starts clean.
+    """
+    kept = getattr(_kept, "connection", None)
+    if engine.dialect.name != "sqlite" or getattr(_kept, "busy", False):
+        connection, kept = engine.raw_connection(), None
+    else:
+        if kept is None or kept[0] is not engine:  # first use, or the engine was rebuilt (fork, new settings)
+            if kept is not None and kept[1] != os.getpid():
+                _inherited.append(kept)  # never close a parent's SQLite connection in a child: it drops its locks
+            kept = _kept.connection = (engine, os.getpid(), engine.raw_connection())
+        connection, _kept.busy = kept[2], True
+    try:
+        yield connection
+    except BaseException:
+        if kept is not None:
+            _kept.connection = None
+        try:
+            connection.rollback()
+        except engine.dialect.loaded_dbapi.Error:
+            connection.invalidate()  # a broken connection must not go back to the pool
+        connection.close()
+        raise
+    finally:
+        if kept is not None:
+            _kept.busy = False
+    if kept is None:
+        connection.close()  # back to the pool
+
+
 @contextmanager
 def transaction() -> Iterator[Tx]:
-    """One write transaction on a pooled DBAPI connection: committed on success, rolled back on error.
+    """One write transaction: committed on success, rolled back on error.
 
     On SQLite it waits its turn on the writers' file lock, then starts with
     ``BEGIN IMMEDIATE`` (see ``orchestra.db``); on PostgreSQL ``Tx.lock`` takes
@@ -152,19 +246,52 @@ def transaction() -> Iterator[Tx]:
     """
     engine = db.engine()
     sqlite = engine.dialect.name == "sqlite"
-    with db.writer_turn():
-        connection = engine.raw_connection()
+    with db.writer_turn(), _connection(engine) as connection:
+        cursor = connection.cursor()
+        if sqlite:
+            cursor.execute("BEGIN IMMEDIATE")
+        yield Tx(cursor, sqlite)
+        connection.commit()
+
+
+@contextmanager
+def _snapshot(engine: Engine) -> Iterator[Tx]:
+    """A read transaction that takes no write lock, with its writes held back."""
+    sqlite = engine.dialect.name == "sqlite"
+    with _connection(engine) as connection:
+        cursor = connection.cursor()
+        if sqlite:
+            cursor.execute("BEGIN DEFERRED")  # one consistent snapshot of the WAL for every read
+        yield Tx(cursor, sqlite, deferred=True)
+        connection.rollback()
+
+
+T = TypeVar("T")
+OPTIMISTIC_ATTEMPTS = 3
+
+
+def optimistic(plan: Callable[[Tx], T]) -> T:
+    """Run ``plan`` (reads, then writes) holding the write lock only for its writes.
+
+    ``plan`` reads from a snapshot and guards each update that depends on what
+    it read; its writes are then applied in one write transaction. If another
+    writer moved a guarded row on meanwhile, the plan is read and made again; after
+    ``OPTIMISTIC_ATTEMPTS`` such clashes it runs whole under the lock. On SQLite,
+    where writers queue for one lock, this keeps the step runtime's reads, template
+    rendering, hashing and encoding out of the queue.
+    """
+    engine = db.engine()
+    for _ in range(OPTIMISTIC_ATTEMPTS):
+        with _snapshot(engine) as reader:
+            result = plan(reader)
+        assert reader.writes is not None
+        if not reader.writes:
+            return result
         try:
-            cursor = connection.cursor()
-            if sqlite:
-                cursor.execute("BEGIN IMMEDIATE")
-            yield Tx(cursor, sqlite)
-            connection.commit()
-        except BaseException:
-            try:
-                connection.rollback()
-            except engine.dialect.loaded_dbapi.Error:
-                connection.invalidate()  # a broken connection must not go back to the pool
-            raise
-        finally:
-            connection.close()
+            with transaction() as tx:
+                tx.apply(reader.writes)
+            return result
+        except Stale:
+            continue
+    with transaction() as tx:
+        return plan(tx)

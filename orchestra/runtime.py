@@ -34,7 +34,7 @@ from orchestra.compiler import dispatch_run, fanout_canvas
 from orchestra.errors import OrchestraError, StepError, StepTimeout, TemplateError
 from orchestra.ids import new_id
 from orchestra.models import DONE_STEP, NO_ITEM, TERMINAL_RUN, RunStatus, StepRun, StepStatus, utcnow
-from orchestra.rawsql import Tx
+from orchestra.rawsql import Record, Tx
 from orchestra.settings import get_settings
 from orchestra.spec import Step, WorkflowSpec
 from orchestra.steps.base import Park, StepCall, get_kind
@@ -75,13 +75,20 @@ class LockedRun:
     submitted_by: str
     created_at: datetime
     head: ChainHead
+    seq_read: int  # audit_seq as last read or written: a deferred write is guarded on it
 
     def event(self, tx: Tx, type: str, **fields: Any) -> None:
         tx.insert("audit_events", [chain_event(self.head, type, **fields)])
 
     def save(self, tx: Tx, **changes: Any) -> None:
-        """Write the audit head, ``updated_at`` and ``changes`` back to the run row."""
-        tx.update("runs", self.id, audit_seq=self.head.seq, audit_hash=self.head.hash, updated_at=utcnow(), **changes)
+        """Write the audit head, ``updated_at`` and ``changes`` back to the run row.
+
+        Guarded on the audit head it started from: any other writer of this run
+        moves the head on, so a plan made on an older snapshot is made again.
+        """
+        tx.update("runs", self.id, guard={"audit_seq": self.seq_read}, audit_seq=self.head.seq,
+                  audit_hash=self.head.hash, updated_at=utcnow(), **changes)
+        self.seq_read = self.head.seq
         self.status = changes.get("status", self.status)
 
 
@@ -106,7 +113,7 @@ def lock_run(tx: Tx, run_id: str) -> LockedRun | None:
         return None
     return LockedRun(id=row.id, workflow=row.workflow, version=row.version, status=row.status, input=row.input,
                      submitted_by=row.submitted_by, created_at=row.created_at,
-                     head=ChainHead(row.id, row.audit_seq, row.audit_hash))
+                     head=ChainHead(row.id, row.audit_seq, row.audit_hash), seq_read=row.audit_seq)
 
 
 def step_context(run: Any, rows: list[Any], item: Any = None) -> dict[str, Any]:
@@ -126,30 +133,38 @@ def _load_rows(tx: Tx, run_id: str, spec: WorkflowSpec, step_id: str, item: int)
 
 def claim_step(run_id: str, step_id: str, item: int) -> Claim:
     """Decide, in one transaction, whether this message runs the step."""
-    with rawsql.transaction() as tx:
-        run = lock_run(tx, run_id)
-        if run is None or run.status in TERMINAL_RUN:
-            return Claim(Outcome.PASS)
-        spec = get_workflow(run.workflow, run.version)
-        step = spec.by_id[step_id]
-        rows = _load_rows(tx, run_id, spec, step_id, item)
-        row = rows.get((step_id, item))
-        parent = rows.get((step_id, NO_ITEM))
-        if row is None or parent is None:
-            return Claim(Outcome.PASS)
-        if row.status in DONE_STEP:
-            return Claim(Outcome.DONE)
-        if not _claimable(row) or any(rows.get((n, NO_ITEM)) is None or rows[(n, NO_ITEM)].status not in DONE_STEP
-                                      for n in step.needs or []):
-            return Claim(Outcome.PASS)
-        if item >= 0 and parent.status != StepStatus.running.value:
-            return Claim(Outcome.PASS)
-        context = step_context(run, list(rows.values()), row.input if item >= 0 else None)
-        try:
-            return _claim_ready(tx, run, spec, step, row, context)
-        except TemplateError as exc:
-            _record_failure(tx, run, row, parent, exc)
-            return Claim(Outcome.PASS)
+    return rawsql.optimistic(lambda tx: _plan_claim(tx, run_id, step_id, item))
+
+
+def _plan_claim(tx: Tx, run_id: str, step_id: str, item: int) -> Claim:
+    run = lock_run(tx, run_id)
+    if run is None or run.status in TERMINAL_RUN:
+        return Claim(Outcome.PASS)
+    spec = get_workflow(run.workflow, run.version)
+    step = spec.by_id[step_id]
+    rows = _load_rows(tx, run_id, spec, step_id, item)
+    row = rows.get((step_id, item))
+    parent = rows.get((step_id, NO_ITEM))
+    if row is None or parent is None:
+        return Claim(Outcome.PASS)
+    if row.status in DONE_STEP:
+        return Claim(Outcome.DONE)
+    if not _claimable(row) or any(rows.get((n, NO_ITEM)) is None or rows[(n, NO_ITEM)].status not in DONE_STEP
+                                  for n in step.needs or []):
+        return Claim(Outcome.PASS)
+    if item >= 0 and parent.status != StepStatus.running.value:
+        return Claim(Outcome.PASS)
+    context = step_context(run, list(rows.values()), row.input if item >= 0 else None)
+    try:
+        return _claim_ready(tx, run, spec, step, row, context)
+    except TemplateError as exc:
+        _record_failure(tx, run, row, parent, exc)
+        return Claim(Outcome.PASS)
+
+
+def _as_read(row: Any) -> dict[str, Any]:
+    """What a claim decided on: a write guarded on it is refused if the row moved on meanwhile."""
+    return {"status": row.status, "lease_token": row.lease_token, "lease_expires_at": row.lease_expires_at}
 
 
 def _claimable(row: Any) -> bool:
@@ -167,7 +182,7 @@ def _claim_ready(tx: Tx, run: LockedRun, spec: WorkflowSpec, step: Step, row: An
         run.event(tx, "run.started", payload={"workflow": run.workflow, "version": run.version})
     run_status = RunStatus.running.value
     if row.item == NO_ITEM and step.if_ and not templates.evaluate(step.if_, context):
-        tx.update("step_runs", row.id, status=StepStatus.skipped.value, finished_at=now)
+        tx.update("step_runs", row.id, guard=_as_read(row), status=StepStatus.skipped.value, finished_at=now)
         run.event(tx, "step.skipped", step_id=step.id, payload={"if": step.if_})
         run.save(tx, status=run_status)
         return Claim(Outcome.DONE)
@@ -175,7 +190,7 @@ def _claim_ready(tx: Tx, run: LockedRun, spec: WorkflowSpec, step: Step, row: An
         return _start_fanout(tx, run, spec, step, row, context)
     params = templates.render(step.with_, context)
     token, attempt = new_id(), row.attempts + 1
-    tx.update("step_runs", row.id, status=StepStatus.running.value, attempts=attempt, input=params,
+    tx.update("step_runs", row.id, guard=_as_read(row), status=StepStatus.running.value, attempts=attempt, input=params,
               started_at=row.started_at or now, lease_token=token, lease_expires_at=leases.expiry())
     run.event(tx, "step.started", step_id=step.id,
               payload={"attempt": attempt, **({"item": row.item} if row.item >= 0 else {})})
@@ -207,7 +222,7 @@ def _start_fanout(tx: Tx, run: LockedRun, spec: WorkflowSpec, step: Step, row: A
     if not items:
         values.update(status=StepStatus.succeeded.value, output=[], finished_at=now)
         run.event(tx, "step.succeeded", step_id=step.id, payload={"items": 0})
-    tx.update("step_runs", row.id, **values)
+    tx.update("step_runs", row.id, guard=_as_read(row), **values)
     run.save(tx, status=RunStatus.running.value)
     return Claim(Outcome.FANOUT, items=len(items), spec=spec) if items else Claim(Outcome.DONE)
 
@@ -226,20 +241,25 @@ def complete_step(run_id: str, row_id: str, token: str, output: Any, finish: boo
 
     False if the lease was lost to another worker meanwhile.
     """
-    with rawsql.transaction() as tx:
-        held = _held_row(tx, run_id, row_id, token)
-        if held is None or held[1].status != StepStatus.running.value:
-            return False
-        run, row = held
-        now = utcnow()
-        tx.update("step_runs", row.id, status=StepStatus.succeeded.value, output=output, error=None, finished_at=now,
-                  lease_token=None, lease_expires_at=None)
-        duration = (now - row.started_at).total_seconds() if row.started_at else None
-        run.event(tx, "step.succeeded", step_id=row.step_id,
-                  payload={"attempt": row.attempts, "duration_s": duration, **({"item": row.item} if row.item >= 0 else {})})
-        run.save(tx)
-        if finish and run.status not in TERMINAL_RUN:
-            _finish(tx, run)
+    return rawsql.optimistic(lambda tx: _plan_completion(tx, run_id, row_id, token, output, finish))
+
+
+def _plan_completion(tx: Tx, run_id: str, row_id: str, token: str, output: Any, finish: bool) -> bool:
+    held = _held_row(tx, run_id, row_id, token)
+    if held is None or held[1].status != StepStatus.running.value:
+        return False
+    run, row = held
+    now = utcnow()
+    tx.update("step_runs", row.id, guard={"status": StepStatus.running.value, "lease_token": token},
+              status=StepStatus.succeeded.value, output=output, error=None, finished_at=now,
+              lease_token=None, lease_expires_at=None)
+    duration = (now - row.started_at).total_seconds() if row.started_at else None
+    run.event(tx, "step.succeeded", step_id=row.step_id,
+              payload={"attempt": row.attempts, "duration_s": duration, **({"item": row.item} if row.item >= 0 else {})})
+    run.save(tx)
+    if finish and run.status not in TERMINAL_RUN:
+        # The snapshot this plan reads from does not hold its own writes yet: tell _finish what just ended.
+        _finish(tx, run, ended=Record(row, status=StepStatus.succeeded.value, output=output))
     return True
 
 
@@ -423,8 +443,9 @@ def finish_run(run_id: str) -> None:
             _finish(tx, run)
 
 
-def _finish(tx: Tx, run: LockedRun) -> None:
-    rows = tx.all(_TOP_ROWS, run_id=run.id)
+def _finish(tx: Tx, run: LockedRun, ended: Record | None = None) -> None:
+    """End the run if all its steps have ended; ``ended`` is a step row as this transaction left it."""
+    rows = [ended if ended is not None and r.id == ended.id else r for r in tx.all(_TOP_ROWS, run_id=run.id)]
     statuses = {r.status for r in rows}
     if statuses <= {s.value for s in DONE_STEP}:
         _succeed_run(tx, run, rows)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -83,3 +84,55 @@ def test_an_unknown_column_is_named(row_id):
     with pytest.raises(KeyError, match="step_runs has no column colour"):
         with rawsql.transaction() as tx:
             tx.update("step_runs", row_id, colour="red")
+
+
+def _status_plan(row_id: str, plans: list[str], interfere: int) -> Any:
+    """A plan that reads the row's status and appends to it, guarded; it changes the row behind its own back
+    the first ``interfere`` times it is made, as another writer would between the snapshot and the write."""
+
+    def plan(tx: rawsql.Tx) -> str:
+        row = tx.one("SELECT status, lease_token, output FROM step_runs WHERE id = :row_id", row_id=row_id)
+        assert row is not None
+        plans.append(row.status)
+        if len(plans) <= interfere:
+            with rawsql.transaction() as other:
+                other.update("step_runs", row_id, status=f"moved{len(plans)}")
+        tx.update("step_runs", row_id, guard={"status": row.status, "lease_token": row.lease_token},
+                  output=f"{row.status}+planned")
+        return str(row.status)
+
+    return plan
+
+
+def test_an_optimistic_plan_whose_row_moved_on_is_made_again_from_a_fresh_snapshot(row_id):
+    plans: list[str] = []
+    result = rawsql.optimistic(_status_plan(row_id, plans, interfere=1))
+    assert plans == ["pending", "moved1"]  # the first plan's guarded write found the row changed
+    assert result == "moved1"
+    assert read_back(row_id).output == "moved1+planned"
+
+
+def test_an_optimistic_plan_that_keeps_clashing_runs_under_the_writer_lock(row_id):
+    plans: list[str] = []
+    rawsql.optimistic(_status_plan(row_id, plans, interfere=rawsql.OPTIMISTIC_ATTEMPTS))
+    assert len(plans) == rawsql.OPTIMISTIC_ATTEMPTS + 1
+    assert read_back(row_id).output == f"moved{rawsql.OPTIMISTIC_ATTEMPTS}+planned"
+
+
+def test_a_stale_plan_writes_nothing_at_all(row_id):
+    with rawsql.transaction() as tx:
+        tx.update("step_runs", row_id, status="running")
+    reader_writes: list[rawsql.Write] = []
+    with rawsql.transaction() as tx:
+        tx.update("step_runs", row_id, output="kept")
+    with pytest.raises(rawsql.Stale):
+        with rawsql.transaction() as tx:
+            deferred = rawsql.Tx(None, db.is_sqlite(), deferred=True)
+            deferred.insert("audit_events", [])  # nothing to insert: no write held back
+            deferred.update("step_runs", row_id, output="lost")  # unguarded, held back
+            deferred.update("step_runs", row_id, guard={"status": "pending"}, status="succeeded")
+            assert deferred.writes is not None
+            reader_writes = deferred.writes
+            tx.apply(reader_writes)
+    row = read_back(row_id)
+    assert (row.status, row.output) == ("running", "kept")  # the guard failed first; the unguarded write rolled back

@@ -235,3 +235,25 @@ steps:
         step = view["steps"][0]
         assert step["attempts"] == 1, "a step whose output can never be stored is not retried"
         assert "is not JSON" in step["error"] and reason in step["error"], step["error"]
+
+
+def test_the_last_step_ends_the_run_in_the_transaction_that_records_its_output(register):
+    from orchestra.runtime import Outcome, claim_step, complete_step
+    from orchestra.runs import get_run
+
+    name = unique("last")
+    register(f"""
+name: {name}
+steps:
+  - {{id: one, uses: "task:tests.support.steps.add", with: {{a: 1, b: 2}}}}
+  - {{id: two, uses: "task:tests.support.steps.add", with: {{a: "{{{{ steps.one.output }}}}", b: 4}}}}
+outputs: {{total: "{{{{ steps.two.output }}}}"}}
+""")
+    run, _ = submit_run(name, {}, dispatch=False)
+    for step_id, output, last in (("one", 3, False), ("two", 7, True)):
+        claim = claim_step(run.id, step_id, -1)
+        assert claim.outcome == Outcome.RUN and claim.call is not None
+        assert complete_step(run.id, claim.call.execution_id, claim.token, output, finish=last)
+    view = get_run(run.id)
+    assert (view.status, view.output) == ("succeeded", {"total": 7})  # no worker, sweeper or finish message needed
+    assert events_of(run.id)[-2:] == ["step.succeeded:two", "run.succeeded"]
