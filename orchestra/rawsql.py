@@ -270,7 +270,7 @@ T = TypeVar("T")
 OPTIMISTIC_ATTEMPTS = 3
 
 
-def optimistic(plan: Callable[[Tx], T]) -> T:
+def optimistic(plan: Callable[[Tx], T], blind: Callable[[Tx], T] | None = None) -> T:
     """Run ``plan`` (reads, then writes) holding the write lock only for its writes.
 
     ``plan`` reads from a snapshot and guards each update that depends on what
@@ -279,8 +279,22 @@ def optimistic(plan: Callable[[Tx], T]) -> T:
     ``OPTIMISTIC_ATTEMPTS`` such clashes it runs whole under the lock. On SQLite,
     where writers queue for one lock, this keeps the step runtime's reads, template
     rendering, hashing and encoding out of the queue.
+
+    ``blind`` is the same plan made from what the caller already knows, without
+    reading (its ``Tx`` has no cursor): it is tried first, and when one of its
+    guards does not hold, ``plan`` reads afresh as above.
     """
     engine = db.engine()
+    if blind is not None:
+        planner = Tx(None, engine.dialect.name == "sqlite", deferred=True)
+        result = blind(planner)
+        assert planner.writes is not None
+        try:
+            with transaction() as tx:
+                tx.apply(planner.writes)
+            return result
+        except Stale:
+            pass
     for _ in range(OPTIMISTIC_ATTEMPTS):
         with _snapshot(engine) as reader:
             result = plan(reader)

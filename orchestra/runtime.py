@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from datetime import datetime
 from enum import Enum
@@ -61,6 +61,7 @@ class Claim:
     token: str = ""
     items: int = 0
     spec: WorkflowSpec | None = None  # set for FANOUT, which compiles the items' canvas
+    held: tuple[LockedRun, Record] | None = None  # for RUN: the run and the step row as the claim left them
 
 
 @dataclass
@@ -79,6 +80,9 @@ class LockedRun:
 
     def event(self, tx: Tx, type: str, **fields: Any) -> None:
         tx.insert("audit_events", [chain_event(self.head, type, **fields)])
+
+    def copy(self) -> LockedRun:
+        return replace(self, head=replace(self.head))
 
     def save(self, tx: Tx, **changes: Any) -> None:
         """Write the audit head, ``updated_at`` and ``changes`` back to the run row.
@@ -197,7 +201,8 @@ def _claim_ready(tx: Tx, run: LockedRun, spec: WorkflowSpec, step: Step, row: An
     run.save(tx, status=run_status)
     call = StepCall(run_id=run.id, step_id=step.id, item=row.item, attempt=attempt, spec=spec, step=step,
                     params=params, context=context, actor=run.submitted_by, execution_id=row.id)
-    return Claim(Outcome.RUN, call=call, token=token)
+    held = Record(id=row.id, step_id=row.step_id, item=row.item, attempts=attempt, started_at=row.started_at or now)
+    return Claim(Outcome.RUN, call=call, token=token, held=(run, held))
 
 
 def _start_fanout(tx: Tx, run: LockedRun, spec: WorkflowSpec, step: Step, row: Any,
@@ -236,19 +241,28 @@ def _held_row(tx: Tx, run_id: str, row_id: str, token: str) -> tuple[LockedRun, 
     return run, row
 
 
-def complete_step(run_id: str, row_id: str, token: str, output: Any, finish: bool = False) -> bool:
+def complete_step(run_id: str, row_id: str, token: str, output: Any, finish: bool = False,
+                  held: tuple[LockedRun, Record] | None = None) -> bool:
     """Record a step's output, and with ``finish`` end the run if this was its last open step.
 
+    ``held`` is the run and row as this worker's claim left them. Nothing else
+    usually touches the run while its step runs, so the completion is first
+    written from that, unread, guarded on the run's audit head and the lease.
     False if the lease was lost to another worker meanwhile.
     """
-    return rawsql.optimistic(lambda tx: _plan_completion(tx, run_id, row_id, token, output, finish))
+    def read_and_plan(tx: Tx) -> bool:
+        found = _held_row(tx, run_id, row_id, token)
+        if found is None or found[1].status != StepStatus.running.value:
+            return False
+        return _plan_completion(tx, *found, token, output, finish)
+
+    blind = None
+    if held is not None and not finish:  # ending the run reads every step's row
+        blind = lambda tx: _plan_completion(tx, held[0].copy(), held[1], token, output, finish)  # noqa: E731
+    return rawsql.optimistic(read_and_plan, blind=blind)
 
 
-def _plan_completion(tx: Tx, run_id: str, row_id: str, token: str, output: Any, finish: bool) -> bool:
-    held = _held_row(tx, run_id, row_id, token)
-    if held is None or held[1].status != StepStatus.running.value:
-        return False
-    run, row = held
+def _plan_completion(tx: Tx, run: LockedRun, row: Record, token: str, output: Any, finish: bool) -> bool:
     now = utcnow()
     tx.update("step_runs", row.id, guard={"status": StepStatus.running.value, "lease_token": token},
               status=StepStatus.succeeded.value, output=output, error=None, finished_at=now,
@@ -367,7 +381,7 @@ def execute(task: Task, claim: Claim, finish: bool = False) -> bool:
         return False
     finally:
         leases.release(call.execution_id)
-    return complete_step(call.run_id, call.execution_id, claim.token, output, finish=finish)
+    return complete_step(call.run_id, call.execution_id, claim.token, output, finish=finish, held=claim.held)
 
 
 def _handle_failure(task: Task, call: StepCall, token: str, exc: BaseException) -> None:

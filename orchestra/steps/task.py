@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any, TypeVar
 
 from orchestra.errors import StepError
@@ -46,13 +47,18 @@ def resolve(target: str) -> Callable[..., Any]:
         ) from None
 
 
+@lru_cache(maxsize=1024)
+def _parameters(func: Callable[..., Any]) -> frozenset[str]:
+    return frozenset(inspect.signature(func).parameters)
+
+
 class TaskKind(StepKind):
     name = "task"
 
     def execute(self, call: StepCall) -> Any:
         func = resolve(call.step.target)
         kwargs = dict(call.params)
-        accepted = inspect.signature(func).parameters
+        accepted = _parameters(func)
         if "call" in accepted:
             kwargs["call"] = call
         if "item" in accepted and call.item >= 0:
