@@ -157,10 +157,12 @@ def main() -> None:
 
         register_workflow(SPEC)
         per_wait = park_in_bulk(args.parked)
-        with worker("workers.app", args.concurrency, tmp / "worker.log"):
+        with worker("workers.app", args.concurrency, tmp / "worker.log") as start:
+            start()
             task_ids, per_run = park_through_workers(args.decisions)
             latencies = decision_latencies(task_ids)
-        with worker("bench.bare", args.concurrency, tmp / "bare.log"):
+        with worker("bench.bare", args.concurrency, tmp / "bare.log") as start:
+            start()
             bare = bare_round_trips(args.decisions)
     p50, p99 = _percentile(latencies, 0.5), _percentile(latencies, 0.99)
     bare50, bare99 = _percentile(bare, 0.5), _percentile(bare, 0.99)
