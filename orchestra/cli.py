@@ -61,10 +61,18 @@ def parse_input(value: str) -> Any:
     else:
         text, source = value, "--input"
     try:
-        return json.loads(text, parse_constant=_not_json)
+        data = json.loads(text, parse_constant=_not_json)
     except json.JSONDecodeError as exc:
         fail(f"{source} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); "
              "pass a JSON object such as '{\"order_id\": \"A1\"}'")
+    except RecursionError:
+        fail(f"{source} nests lists or objects too deeply to read; flatten it")
+    from orchestra.models import json_problem
+
+    problem = json_problem(data)
+    if problem is not None:
+        fail(f"{source} contains {problem}")
+    return data
 
 
 def _not_json(constant: str) -> None:

@@ -22,7 +22,7 @@ from orchestra import db
 from orchestra.audit import record_event
 from orchestra.errors import Conflict, InputError, NotFound, OrchestraError
 from orchestra.ids import is_uuid, new_id
-from orchestra.models import NO_ITEM, TERMINAL_RUN, Run, RunStatus, StepRun, StepStatus, utcnow
+from orchestra.models import NO_ITEM, TERMINAL_RUN, Run, RunStatus, StepRun, StepStatus, json_problem, utcnow
 from orchestra.settings import get_settings
 from orchestra.spec import WorkflowSpec
 from orchestra.workflows import get_workflow
@@ -53,12 +53,11 @@ def validate_input(spec: WorkflowSpec, data: Any) -> None:
 
 
 def _check_size(data: Any) -> None:
-    try:
-        size = len(json.dumps(data, default=str, allow_nan=False))
-    except ValueError:
-        raise InputError("the input is not JSON", [{
-            "loc": ["input"], "type": "not_json",
-            "msg": "the input contains NaN or Infinity, which JSON does not allow; send a number, a string or null"}]) from None
+    problem = json_problem(data)
+    if problem is not None:
+        raise InputError("the input cannot be stored", [{"loc": ["input"], "type": "not_json",
+                                                          "msg": f"the input contains {problem}"}])
+    size = len(json.dumps(data, default=str))
     limit = get_settings().max_body_bytes
     if size > limit:
         raise InputError("the input is too large", [{

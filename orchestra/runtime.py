@@ -356,7 +356,9 @@ def describe(exc: BaseException) -> str:
 
 def _serialisable(output: Any) -> Any:
     try:
-        text = json.dumps(output, allow_nan=False)  # NaN and Infinity are not JSON; PostgreSQL refuses them
+        # NaN and Infinity are not JSON, and an unpaired surrogate is not text: PostgreSQL refuses all three.
+        text = json.dumps(output, allow_nan=False, ensure_ascii=False)
+        text.encode("utf-8")
     except (TypeError, ValueError) as exc:
         raise StepError(f"the step returned something that is not JSON ({exc}); return dicts, lists, str, "
                         "numbers, bools or None", retryable=False) from exc

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from orchestra import templates
 from orchestra.errors import SpecError
+from orchestra.models import json_problem
 
 STEP_KINDS = ("task", "http", "sql", "llm", "agent", "human", "signal")
 _USES = re.compile(r"^(?:(?P<kind>task|http|sql|llm|agent):(?P<target>[A-Za-z0-9_.\-]+)|(?P<bare>human|signal))$")
@@ -200,6 +201,9 @@ def _parse(source: str | bytes | dict[str, Any]) -> Any:
         return source
     try:
         data = yaml.safe_load(source)
+    except RecursionError:
+        raise SpecError("the workflow spec is nested too deeply", [
+            {"loc": [], "msg": "the spec nests lists or mappings too deeply to read; flatten it", "type": "parse"}]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -212,13 +216,10 @@ def _parse(source: str | bytes | dict[str, Any]) -> Any:
             "the workflow spec must be a mapping",
             [{"loc": [], "msg": "the spec must be a mapping with name, steps and the other fields", "type": "type"}],
         )
-    try:
-        json.dumps(data, allow_nan=False, default=str)
-    except ValueError:
-        raise SpecError("the workflow spec is invalid", [{
-            "loc": [], "type": "not_json",
-            "msg": "the spec contains NaN or infinity (YAML .nan or .inf), which JSON cannot hold; use a number or a "
-                   "string"}]) from None
+    problem = json_problem(data)
+    if problem is not None:
+        raise SpecError("the workflow spec is invalid", [{"loc": [], "type": "not_json",
+                                                          "msg": f"the spec contains {problem}"}])
     return data
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -22,6 +23,7 @@ from orchestra.api.schemas import ErrorResponse
 from orchestra.errors import (
     AuthError, ConfigError, Conflict, ErrorList, Forbidden, NotAssignee, NotFound, OrchestraError,
 )
+from orchestra.models import json_problem
 from orchestra.runs import Unavailable
 
 log = logging.getLogger(__name__)
@@ -192,10 +194,10 @@ class RefuseUnstorable:
             msg = f"the request's {where} contains a NUL character (\\u0000); remove it"
             await error_response(422, error_body(msg, "nul_character", [where]))(scope, receive, send)
             return
-        constant = _json_constant(first.get("body", b"")) if first is not None else None
-        if constant is not None:
-            msg = f"the request body contains {constant}, which is not JSON; send a number, a string or null"
-            await error_response(422, error_body(msg, "not_json", ["body"]))(scope, receive, send)
+        problem = _json_problem(first.get("body", b"")) if first is not None else None
+        if problem is not None:
+            await error_response(422, error_body(f"the request body contains {problem}", "not_json", ["body"]))(
+                scope, receive, send)
             return
         if first is None:
             await self.app(scope, receive, send)
@@ -229,18 +231,22 @@ class _Constant(Exception):
     pass
 
 
-def _json_constant(body: bytes) -> str | None:
-    """``NaN``, ``Infinity`` or ``-Infinity`` if the body is JSON that uses one outside a string."""
-    if b"NaN" not in body and b"Infinity" not in body:
+_SUSPECT = re.compile(rb"NaN|Infinity|\\u[dD][89a-fA-F]")  # a JSON constant, or an escaped UTF-16 surrogate
+
+
+def _json_problem(body: bytes) -> str | None:
+    """What, in a JSON body, the database cannot store: ``NaN`` or ``Infinity`` outside a string, or an unpaired
+    surrogate such as ``\\ud800`` inside one. None for anything else, including a body that is not JSON."""
+    if not _SUSPECT.search(body):
         return None
 
     def refuse(name: str) -> None:
         raise _Constant(name)
 
     try:
-        json.loads(body, parse_constant=refuse)
+        value = json.loads(body, parse_constant=refuse)
     except _Constant as found:
-        return str(found)
-    except ValueError:  # not JSON at all (YAML, a form): the route says what is wrong with it
+        return f"{found}, which is not JSON; send a number, a string or null"
+    except (ValueError, RecursionError):  # not JSON at all (YAML, a form): the route says what is wrong with it
         return None
-    return None
+    return json_problem(value)

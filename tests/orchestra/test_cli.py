@@ -147,6 +147,13 @@ steps:
     assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr, result.stderr
 
 
+def test_an_unpaired_surrogate_in_cli_input_is_refused_and_writes_no_run():
+    before = run_count()
+    result = cli("submit", "example", "--input", '{"customer": "ann", "message": "\\ud800", "contacts": []}')
+    assert result.returncode == 1 and "unpaired UTF-16 surrogate" in result.stderr, result.stderr
+    assert run_count() == before
+
+
 def test_nan_in_cli_input_is_refused_and_writes_no_run():
     before = run_count()
     result = cli("submit", "example", "--input", '{"customer": "ann", "message": "x", "score": NaN}')

@@ -222,7 +222,8 @@ steps:
 
 
 def test_an_output_that_is_not_json_fails_the_step_at_once_with_the_reason(workers, register):
-    for kind, reason in (("nan", "Out of range float values are not JSON compliant"), ("set", "not JSON serializable")):
+    for kind, reason in (("nan", "Out of range float values are not JSON compliant"), ("set", "not JSON serializable"),
+                         ("surrogate", "surrogates not allowed")):
         name = unique(f"notjson-{kind}")
         register(f"""
 name: {name}

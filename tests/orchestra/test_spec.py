@@ -128,8 +128,20 @@ def test_bad_names_and_unknown_fields_say_how_to_fix():
     assert "remove it or check its spelling" in messages[("steps", 0, "colour")]
 
 
+def test_a_spec_nested_too_deeply_is_refused_with_the_fix():
+    with pytest.raises(SpecError) as caught:
+        load_spec("name: f\nsteps: " + "[" * 20000 + "]" * 20000)
+    assert "too deeply" in caught.value.errors[0]["msg"] and "flatten" in caught.value.errors[0]["msg"]
+
+
+def test_an_unpaired_surrogate_in_a_spec_is_refused():
+    with pytest.raises(SpecError) as caught:
+        load_spec('name: f\nsteps:\n  - {id: a, uses: "task:x.y", with: {note: "\\ud800"}}\n')
+    assert "unpaired UTF-16 surrogate" in caught.value.errors[0]["msg"]
+
+
 @pytest.mark.parametrize("value", [".nan", ".inf", "-.inf"])
 def test_yaml_nan_and_infinity_are_refused_because_json_cannot_hold_them(value):
     with pytest.raises(SpecError) as caught:
         load_spec(f"name: f\nsteps:\n  - {{id: a, uses: 'task:x.y', with: {{limit: {value}}}}}\n")
-    assert "NaN or infinity" in caught.value.errors[0]["msg"]
+    assert "NaN or Infinity" in caught.value.errors[0]["msg"]

@@ -59,5 +59,5 @@ def noop() -> None:
 
 @step
 def returns(kind: str) -> Any:
-    """Return something that is not JSON: a float NaN or a set."""
-    return {"nan": float("nan"), "set": {1, 2}}[kind]
+    """Return something that cannot be stored as JSON: a float NaN, a set, or an unpaired surrogate."""
+    return {"nan": float("nan"), "set": {1, 2}, "surrogate": "\ud800"}[kind]

@@ -160,6 +160,26 @@ def test_nan_and_infinity_in_a_json_body_are_refused_with_422_and_write_nothing(
         assert session.scalar(select(func.count()).select_from(Run)) == before + 1
 
 
+def test_an_unpaired_surrogate_is_refused_with_422_while_a_paired_one_is_text(api: Any, admin: Any, workflow: Any) -> None:
+    from orchestra import db
+    from orchestra.models import Run
+
+    name = workflow()
+    with db.read_session() as session:
+        before = session.scalar(select(func.count()).select_from(Run))
+    lone = '{"workflow": "%s", "input": {"order_id": "A\\ud800"}}' % name
+    response = api.post("/v1/runs", content=lone, headers={**admin, "Content-Type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert_error_shape(response.json())
+    assert "unpaired UTF-16 surrogate" in response.json()["errors"][0]["msg"]
+    paired = '{"workflow": "%s", "input": {"order_id": "A\\ud83d\\ude00"}}' % name  # an emoji, escaped
+    response = api.post("/v1/runs", content=paired, headers={**admin, "Content-Type": "application/json"})
+    assert response.status_code == 202, response.text
+    assert response.json()["input"]["order_id"] == "A\U0001F600"
+    with db.read_session() as session:
+        assert session.scalar(select(func.count()).select_from(Run)) == before + 1
+
+
 @pytest.mark.slow
 def test_a_run_submitted_through_the_api_succeeds_with_a_verified_audit_trail(
         api: Any, key: Any, workflow: Any, workers: Any) -> None:
