@@ -195,6 +195,10 @@ def list_runs(*, workflow: str | None = None, status: str | None = None, limit: 
     if status:
         query = query.where(Run.status == status)
     if cursor:
+        if not is_uuid(cursor):
+            raise InputError("the cursor is not a run id", [{
+                "loc": ["query", "cursor"], "type": "invalid",
+                "msg": f"'{cursor}' is not a cursor; pass the next_cursor of the previous page, or leave it out"}])
         query = query.where(Run.id < cursor)
     if submitted_by:
         query = query.where(Run.submitted_by == submitted_by)

@@ -25,6 +25,7 @@ STEP_KINDS = ("task", "http", "sql", "llm", "agent", "human", "signal")
 _USES = re.compile(r"^(?:(?P<kind>task|http|sql|llm|agent):(?P<target>[A-Za-z0-9_.\-]+)|(?P<bare>human|signal))$")
 _DURATION = re.compile(r"^\s*(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+MAX_DURATION = 366 * 86400  # timers past a year are a typo, and overflow what Celery and Redis take
 
 
 def parse_duration(value: Any) -> float:
@@ -40,6 +41,9 @@ def parse_duration(value: Any) -> float:
         seconds = float(match["n"]) * _UNIT_SECONDS[match["unit"]]
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
+    if seconds > MAX_DURATION:
+        raise ValueError(f"'{value}' is longer than a year (366d), the longest duration a step or a wait may have; "
+                         "shorten it")
     return seconds
 
 

@@ -72,6 +72,13 @@ def test_bad_durations_are_refused(bad):
         parse_duration(bad)
 
 
+def test_a_duration_past_a_year_is_refused_with_the_limit():
+    assert parse_duration("366d") == 366 * 86400
+    with pytest.raises(ValueError, match="longer than a year"):
+        parse_duration("99999999999999h")
+    assert locs("name: d\nsteps: [{id: a, uses: 'task:x.y', timeout: 400d}]") == [("steps", 0, "timeout")]
+
+
 def test_a_bad_duration_in_a_spec_points_at_the_field():
     assert locs("name: d\nsteps: [{id: a, uses: 'task:x.y', timeout: 10 minutes}]") == [("steps", 0, "timeout")]
 

@@ -160,6 +160,13 @@ def test_nan_and_infinity_in_a_json_body_are_refused_with_422_and_write_nothing(
         assert session.scalar(select(func.count()).select_from(Run)) == before + 1
 
 
+def test_a_cursor_that_is_not_a_run_id_is_refused_with_422(api: Any, admin: Any) -> None:
+    response = api.get("/v1/runs?cursor=garbage", headers=admin)
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["loc"] == ["query", "cursor"]
+    assert "next_cursor" in response.json()["errors"][0]["msg"]
+
+
 def test_an_unpaired_surrogate_is_refused_with_422_while_a_paired_one_is_text(api: Any, admin: Any, workflow: Any) -> None:
     from orchestra import db
     from orchestra.models import Run
