@@ -193,6 +193,10 @@ def list_runs(*, workflow: str | None = None, status: str | None = None, limit: 
     if workflow:
         query = query.where(Run.workflow == workflow)
     if status:
+        if status not in RunStatus.__members__:
+            raise InputError("unknown run status", [{
+                "loc": ["status"], "type": "invalid",
+                "msg": f"'{status}' is not a run status; use one of {', '.join(RunStatus.__members__)}"}])
         query = query.where(Run.status == status)
     if cursor:
         if not is_uuid(cursor):

@@ -159,3 +159,9 @@ def test_nan_in_cli_input_is_refused_and_writes_no_run():
     result = cli("submit", "example", "--input", '{"customer": "ann", "message": "x", "score": NaN}')
     assert result.returncode == 1 and "NaN, which is not JSON" in result.stderr
     assert run_count() == before
+
+
+def test_runs_with_an_unknown_status_names_the_statuses():
+    result = cli("runs", "--status", "bogus")
+    assert result.returncode == 1
+    assert "'bogus' is not a run status" in result.stderr and "succeeded" in result.stderr, result.stderr
