@@ -61,7 +61,8 @@ def parse_input(value: str) -> Any:
     else:
         text, source = value, "--input"
     try:
-        data = json.loads(text, parse_constant=_not_json)
+        data = json.loads(text, parse_constant=lambda constant: fail(
+            f"{source} contains {constant}, which is not JSON; use a number, a string or null"))
     except json.JSONDecodeError as exc:
         fail(f"{source} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); "
              "pass a JSON object such as '{\"order_id\": \"A1\"}'")
@@ -73,10 +74,6 @@ def parse_input(value: str) -> Any:
     if problem is not None:
         fail(f"{source} contains {problem}")
     return data
-
-
-def _not_json(constant: str) -> None:
-    fail(f"--input contains {constant}, which is not JSON; use a number, a string or null")
 
 
 def _status(text: str) -> str:

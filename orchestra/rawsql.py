@@ -288,24 +288,25 @@ def optimistic(plan: Callable[[Tx], T], blind: Callable[[Tx], T] | None = None) 
     if blind is not None:
         planner = Tx(None, engine.dialect.name == "sqlite", deferred=True)
         result = blind(planner)
-        assert planner.writes is not None
-        try:
-            with transaction() as tx:
-                tx.apply(planner.writes)
+        if _applied(planner):
             return result
-        except Stale:
-            pass
     for _ in range(OPTIMISTIC_ATTEMPTS):
         with _snapshot(engine) as reader:
             result = plan(reader)
-        assert reader.writes is not None
-        if not reader.writes:
+        if _applied(reader):
             return result
-        try:
-            with transaction() as tx:
-                tx.apply(reader.writes)
-            return result
-        except Stale:
-            continue
     with transaction() as tx:
         return plan(tx)
+
+
+def _applied(deferred: Tx) -> bool:
+    """Apply a deferred ``Tx``'s writes in one write transaction; False if a guard found its row moved on."""
+    assert deferred.writes is not None
+    if not deferred.writes:
+        return True
+    try:
+        with transaction() as tx:
+            tx.apply(deferred.writes)
+    except Stale:
+        return False
+    return True

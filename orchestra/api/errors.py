@@ -174,6 +174,8 @@ class RefuseUnstorable:
       stores may contain one, and PostgreSQL's text columns cannot hold it.
     - ``NaN`` or ``Infinity`` in a JSON body: Python's JSON parser accepts them,
       but they are not JSON, and PostgreSQL's JSON columns refuse them.
+    - An unpaired UTF-16 surrogate (``\\ud800``) in a JSON string: it is not
+      Unicode text, and no database driver can encode it.
 
     Refusing them at the edge keeps them out of every query instead of failing
     deep inside one with a 500.
