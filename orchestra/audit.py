@@ -25,12 +25,16 @@ GENESIS = "0" * 64
 
 
 _FIELDS = ("run_id", "seq", "type", "actor", "step_id", "at", "payload", "prev_hash")
+# What json.dumps(..., default=str) and json.dumps(..., sort_keys=True, separators=(",", ":"), default=str) make,
+# built once: json.dumps builds a new encoder for every call that passes options.
+_AS_JSON = json.JSONEncoder(default=str)
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
 
 
 def _digest(values: dict[str, Any]) -> str:
     body = {k: values[k] for k in _FIELDS}
     body["at"] = values["at"].isoformat()
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+    return hashlib.sha256(_CANONICAL.encode(body).encode()).hexdigest()
 
 
 def _event_values(event: AuditEvent) -> dict[str, Any]:
@@ -62,7 +66,7 @@ def chain_event(
     """
     values: dict[str, Any] = {
         "id": new_id(), "run_id": head.run_id, "seq": head.seq + 1, "type": type, "actor": actor, "step_id": step_id,
-        "at": at or utcnow(), "payload": json.loads(json.dumps(redact(payload or {}), default=str)),
+        "at": at or utcnow(), "payload": json.loads(_AS_JSON.encode(redact(payload or {}))),
         "prev_hash": head.hash or GENESIS,
     }
     values["hash"] = _digest(values)

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -109,7 +109,7 @@ class Run(Base):
     workflow: Mapped[str] = mapped_column(String(100))
     version: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16), default=RunStatus.pending.value)
-    input: Mapped[Any] = mapped_column(JSON)
+    input: Mapped[Any] = mapped_column(JSON, nullable=True)
     output: Mapped[Any | None] = mapped_column(JSON, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
@@ -127,7 +127,9 @@ class StepRun(Base):
     __tablename__ = "step_runs"
     __table_args__ = (
         UniqueConstraint("run_id", "step_id", "item", name="uq_step_item"),
-        Index("ix_step_runs_lease", "status", "lease_expires_at"),
+        # Only rows holding a lease, for the sweeper (migration 0004).
+        Index("ix_step_runs_live_lease", "lease_expires_at", sqlite_where=text("lease_expires_at IS NOT NULL"),
+              postgresql_where=text("lease_expires_at IS NOT NULL")),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -158,7 +160,7 @@ class AuditEvent(Base):
     actor: Mapped[str] = mapped_column(String(200))
     step_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
     at: Mapped[datetime] = mapped_column(default=utcnow)
-    payload: Mapped[Any] = mapped_column(JSON)
+    payload: Mapped[Any] = mapped_column(JSON, nullable=True)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
 
@@ -189,7 +191,7 @@ class Schedule(Base):
     workflow: Mapped[str] = mapped_column(String(100))
     cron: Mapped[str] = mapped_column(String(100))
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
-    input: Mapped[Any] = mapped_column(JSON)
+    input: Mapped[Any] = mapped_column(JSON, nullable=True)
     overlap: Mapped[str] = mapped_column(String(8), default="skip")
     enabled: Mapped[bool] = mapped_column(default=True)
     next_run_at: Mapped[datetime | None] = mapped_column(nullable=True, index=True)
@@ -222,11 +224,11 @@ class HumanTask(Base):
     attempt: Mapped[int] = mapped_column(Integer)
     title: Mapped[str] = mapped_column(Text)
     body: Mapped[str | None] = mapped_column(Text, nullable=True)
-    assignees: Mapped[Any] = mapped_column(JSON)
+    assignees: Mapped[Any] = mapped_column(JSON, nullable=True)
     form: Mapped[Any | None] = mapped_column(JSON, nullable=True)
-    shown: Mapped[Any] = mapped_column(JSON)  # {title, body, show}: exactly what the approver sees
+    shown: Mapped[Any] = mapped_column(JSON, nullable=True)  # {title, body, show}: exactly what the approver sees
     payload_hash: Mapped[str] = mapped_column(String(64))
-    policy: Mapped[Any] = mapped_column(JSON)  # {quorum, four_eyes, escalate, timeout, on_reject}
+    policy: Mapped[Any] = mapped_column(JSON, nullable=True)  # {quorum, four_eyes, escalate, timeout, on_reject}
     level: Mapped[int] = mapped_column(Integer, default=0)
     deadline: Mapped[datetime | None] = mapped_column(nullable=True)
     status: Mapped[str] = mapped_column(String(16), default=TaskStatus.open.value)

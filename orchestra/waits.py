@@ -197,11 +197,11 @@ def close_open_waits(session: Session, run: Run, actor: str) -> None:
 def _open_waits() -> tuple[list[HumanTask], list[SignalWait], list[tuple[str, str]]]:
     """Every open wait whose step is parked, and the quorum votes cast on open tasks."""
     with db.read_session() as session:
-        waiting = select(StepRun.id).where(StepRun.status == StepStatus.waiting.value)
-        tasks = list(session.scalars(select(HumanTask).where(HumanTask.status == TaskStatus.open.value,
-                                                             HumanTask.row_id.in_(waiting))))
-        signals = list(session.scalars(select(SignalWait).where(SignalWait.status == TaskStatus.open.value,
-                                                                SignalWait.row_id.in_(waiting))))
+        parked = StepRun.status == StepStatus.waiting.value  # joined by primary key: step_runs has no status index
+        tasks = list(session.scalars(select(HumanTask).join(StepRun, StepRun.id == HumanTask.row_id)
+                                     .where(HumanTask.status == TaskStatus.open.value, parked)))
+        signals = list(session.scalars(select(SignalWait).join(StepRun, StepRun.id == SignalWait.row_id)
+                                       .where(SignalWait.status == TaskStatus.open.value, parked)))
         votes = [(t, a) for t, a in session.execute(select(Decision.task_id, Decision.actor).where(
             Decision.task_id.in_([t.id for t in tasks]), Decision.final_for.is_(None))).all()] if tasks else []
     return tasks, signals, votes
