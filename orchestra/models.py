@@ -121,6 +121,9 @@ class Run(Base):
     audit_hash: Mapped[str] = mapped_column(String(64), default="")
 
 
+_HOLDS_LEASE = text("lease_expires_at IS NOT NULL")
+
+
 class StepRun(Base):
     """One execution record: a step of a run, or one item of a fan-out step."""
 
@@ -128,8 +131,7 @@ class StepRun(Base):
     __table_args__ = (
         UniqueConstraint("run_id", "step_id", "item", name="uq_step_item"),
         # Only rows holding a lease, for the sweeper (migration 0004).
-        Index("ix_step_runs_live_lease", "lease_expires_at", sqlite_where=text("lease_expires_at IS NOT NULL"),
-              postgresql_where=text("lease_expires_at IS NOT NULL")),
+        Index("ix_step_runs_live_lease", "lease_expires_at", sqlite_where=_HOLDS_LEASE, postgresql_where=_HOLDS_LEASE),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
