@@ -153,11 +153,11 @@ class AuditEvent(Base):
     """An append-only, hash-chained record of something that acted on a run."""
 
     __tablename__ = "audit_events"
-    __table_args__ = (UniqueConstraint("run_id", "seq", name="uq_audit_seq"),)
 
-    id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
-    seq: Mapped[int] = mapped_column(Integer)
+    # Keyed by its place in the chain, so appending an event writes the table and one index (migration 0005).
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[str] = mapped_column(String(36))  # UUIDv7: unique by construction, and nothing looks an event up by it
     type: Mapped[str] = mapped_column(String(50))
     actor: Mapped[str] = mapped_column(String(200))
     step_id: Mapped[str | None] = mapped_column(String(100), nullable=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -254,27 +255,16 @@ def transaction() -> Iterator[Tx]:
         connection.commit()
 
 
-@contextmanager
-def _snapshot(engine: Engine) -> Iterator[Tx]:
-    """A read transaction that takes no write lock, with its writes held back."""
-    sqlite = engine.dialect.name == "sqlite"
-    with _connection(engine) as connection:
-        cursor = connection.cursor()
-        if sqlite:
-            cursor.execute("BEGIN DEFERRED")  # one consistent snapshot of the WAL for every read
-        yield Tx(cursor, sqlite, deferred=True)
-        connection.rollback()
-
-
 T = TypeVar("T")
 OPTIMISTIC_ATTEMPTS = 3
+_LOCKED = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_BUSY_SNAPSHOT)
 
 
 def optimistic(plan: Callable[[Tx], T], blind: Callable[[Tx], T] | None = None) -> T:
     """Run ``plan`` (reads, then writes) holding the write lock only for its writes.
 
     ``plan`` reads from a snapshot and guards each update that depends on what
-    it read; its writes are then applied in one write transaction. If another
+    it read; its writes are then applied (``_read_and_write``). If another
     writer moved a guarded row on meanwhile, the plan is read and made again; after
     ``OPTIMISTIC_ATTEMPTS`` such clashes it runs whole under the lock. On SQLite,
     where writers queue for one lock, this keeps the step runtime's reads, template
@@ -291,12 +281,54 @@ def optimistic(plan: Callable[[Tx], T], blind: Callable[[Tx], T] | None = None) 
         if _applied(planner):
             return result
     for _ in range(OPTIMISTIC_ATTEMPTS):
-        with _snapshot(engine) as reader:
-            result = plan(reader)
-        if _applied(reader):
+        applied, result = _read_and_write(engine, plan)
+        if applied:
             return result
     with transaction() as tx:
         return plan(tx)
+
+
+def _read_and_write(engine: Engine, plan: Callable[[Tx], T]) -> tuple[bool, T]:
+    """Make ``plan`` on a snapshot and apply its writes; False if a guard found its row moved on.
+
+    On SQLite the writes go first into the snapshot's own transaction: its first
+    write takes the write lock, which SQLite refuses at once if anyone committed
+    since the snapshot was read. Only then does the plan go, guarded, into a fresh
+    write transaction. So a claim usually costs one transaction, not two, and its
+    writes find the pages its reads brought in (SQLite drops its page cache at
+    the start of every transaction that follows another process's commit).
+    """
+    sqlite = engine.dialect.name == "sqlite"
+    with _connection(engine) as connection:
+        cursor = connection.cursor()
+        if sqlite:
+            cursor.execute("BEGIN DEFERRED")  # one consistent snapshot of the WAL for every read
+        reader = Tx(cursor, sqlite, deferred=True)
+        result = plan(reader)
+        assert reader.writes is not None
+        if sqlite and reader.writes:
+            with db.writer_turn():
+                try:
+                    return _apply(connection, cursor, reader.writes), result
+                except sqlite3.OperationalError as exc:
+                    if exc.sqlite_errorcode not in _LOCKED:
+                        raise
+                    connection.rollback()  # the snapshot is stale: write in a transaction of its own
+                    cursor.execute("BEGIN IMMEDIATE")
+                    return _apply(connection, cursor, reader.writes), result
+        connection.rollback()
+    return _applied(reader), result
+
+
+def _apply(connection: Any, cursor: Any, writes: list[Write]) -> bool:
+    """Apply ``writes`` in the open SQLite transaction and commit; False, rolled back, if a guard did not hold."""
+    try:
+        Tx(cursor, sqlite=True).apply(writes)
+    except Stale:
+        connection.rollback()
+        return False
+    connection.commit()
+    return True
 
 
 def _applied(deferred: Tx) -> bool:

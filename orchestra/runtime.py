@@ -89,7 +89,10 @@ class LockedRun:
 
         Guarded on the audit head it started from: any other writer of this run
         moves the head on, so a plan made on an older snapshot is made again.
+        A status it already has is not written: that would rewrite its indexes.
         """
+        if changes.get("status") == self.status:
+            del changes["status"]
         tx.update("runs", self.id, guard={"audit_seq": self.seq_read}, audit_seq=self.head.seq,
                   audit_hash=self.head.hash, updated_at=utcnow(), **changes)
         self.seq_read = self.head.seq

@@ -16,13 +16,17 @@ from orchestra.runs import submit_run
 ODD_VALUES = [None, 0, 7, -1.5, "text", "", "7", "null", [1, "two", None], {"nested": {"a": [True, False]}}, True]
 
 
-@pytest.fixture
-def row_id(register) -> str:
+def new_row(register) -> str:
     name = f"raw-{uuid.uuid4().hex[:8]}"
     register(f"name: {name}\nsteps: [{{id: a, uses: 'task:tests.support.steps.noop'}}]")
     run, _ = submit_run(name, {}, dispatch=False)
     with db.read_session() as session:
         return session.scalars(select(StepRun.id).where(StepRun.run_id == run.id)).one()
+
+
+@pytest.fixture
+def row_id(register) -> str:
+    return new_row(register)
 
 
 def read_back(row_id: str) -> StepRun:
@@ -110,6 +114,26 @@ def test_an_optimistic_plan_whose_row_moved_on_is_made_again_from_a_fresh_snapsh
     assert plans == ["pending", "moved1"]  # the first plan's guarded write found the row changed
     assert result == "moved1"
     assert read_back(row_id).output == "moved1+planned"
+
+
+def test_a_plan_whose_snapshot_another_writer_outdated_elsewhere_is_written_once_without_replanning(register):
+    """On SQLite the plan first writes inside its own snapshot; a commit to another row makes that refuse, and the
+    plan's guarded writes then go into a fresh transaction as they are."""
+    mine, other = new_row(register), new_row(register)
+    plans: list[str] = []
+
+    def plan(tx: rawsql.Tx) -> str:
+        row = tx.one("SELECT status, lease_token FROM step_runs WHERE id = :row_id", row_id=mine)
+        assert row is not None
+        plans.append(row.status)
+        with rawsql.transaction() as elsewhere:
+            elsewhere.update("step_runs", other, output="meanwhile")
+        tx.update("step_runs", mine, guard={"status": row.status, "lease_token": row.lease_token}, output="planned")
+        return str(row.status)
+
+    assert rawsql.optimistic(plan) == "pending"
+    assert plans == ["pending"]
+    assert (read_back(mine).output, read_back(other).output) == ("planned", "meanwhile")
 
 
 def test_an_optimistic_plan_that_keeps_clashing_runs_under_the_writer_lock(row_id):
