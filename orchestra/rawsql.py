@@ -257,7 +257,9 @@ def transaction() -> Iterator[Tx]:
 
 T = TypeVar("T")
 OPTIMISTIC_ATTEMPTS = 3
-_LOCKED = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_BUSY_SNAPSHOT)
+# SQLite refuses a snapshot's first write at once, without waiting, when another connection holds the write lock
+# or has committed since the snapshot was read.
+_REFUSED = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_BUSY_SNAPSHOT)
 
 
 def optimistic(plan: Callable[[Tx], T], blind: Callable[[Tx], T] | None = None) -> T:
@@ -311,9 +313,9 @@ def _read_and_write(engine: Engine, plan: Callable[[Tx], T]) -> tuple[bool, T]:
                 try:
                     return _apply(connection, cursor, reader.writes), result
                 except sqlite3.OperationalError as exc:
-                    if exc.sqlite_errorcode not in _LOCKED:
+                    if exc.sqlite_errorcode not in _REFUSED:
                         raise
-                    connection.rollback()  # the snapshot is stale: write in a transaction of its own
+                    connection.rollback()  # wait for the lock in a write transaction of its own
                     cursor.execute("BEGIN IMMEDIATE")
                     return _apply(connection, cursor, reader.writes), result
         connection.rollback()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -134,6 +136,33 @@ def test_a_plan_whose_snapshot_another_writer_outdated_elsewhere_is_written_once
     assert rawsql.optimistic(plan) == "pending"
     assert plans == ["pending"]
     assert (read_back(mine).output, read_back(other).output) == ("planned", "meanwhile")
+
+
+@pytest.mark.skipif("not __import__('orchestra.db').db.is_sqlite()", reason="SQLite's write lock")
+def test_a_plan_meeting_a_writer_from_outside_waits_for_it_then_writes_without_replanning(register):
+    """A writer that does not queue on Orchestra's lock file (the sqlite3 shell, say) holds SQLite's write lock:
+    the plan's write waits for it, finds its snapshot outdated by what that writer committed, and goes into a
+    write transaction of its own, guarded as planned."""
+    mine, other = new_row(register), new_row(register)
+    outsider = sqlite3.connect(str(db.engine().url.database), isolation_level=None, check_same_thread=False)
+    outsider.execute("BEGIN IMMEDIATE")
+    outsider.execute("UPDATE step_runs SET error = 'from outside' WHERE id = ?", (other,))
+    committer = threading.Timer(0.3, outsider.commit)
+    plans: list[str] = []
+
+    def plan(tx: rawsql.Tx) -> None:
+        tx.one("SELECT status FROM step_runs WHERE id = :row_id", row_id=mine)  # the snapshot starts here
+        plans.append("made")
+        committer.start()
+        tx.update("step_runs", mine, guard={"status": "pending"}, output="waited")
+
+    try:
+        rawsql.optimistic(plan)
+    finally:
+        committer.join()
+        outsider.close()
+    assert plans == ["made"]
+    assert (read_back(mine).output, read_back(other).error) == ("waited", "from outside")
 
 
 def test_an_optimistic_plan_that_keeps_clashing_runs_under_the_writer_lock(row_id):
