@@ -1,10 +1,13 @@
 """The compiler: a spec plus a run's recorded state becomes a Celery canvas.
 
 The canvas is a plan, never the only copy of where a run stands. It covers every
-step that has not ended, layer by layer in dependency order: one step alone is a
-signature, several independent steps are a group, and a group followed by more
-work becomes a chord that counts its members in Redis. Each message carries only
-(run id, step id, item), never outputs.
+step that has not ended, as a series of parts in dependency order (``plan``). A
+part is one step alone (a signature) or independent lanes side by side (a group
+whose members are single steps or chains of them), so a step waits only for its
+own needs. A group followed by more work becomes a chord that counts its members
+in Redis. What does not split that way without nesting a group inside a chord's
+member is compiled by dependency ``layers``. Each message carries only (run id,
+step id, item), never outputs.
 
 A long run is compiled in segments of ``segment_size`` steps. The last task of a
 segment (``orchestra.advance``) compiles the next one from the database, so the
@@ -67,24 +70,116 @@ def layers(spec: WorkflowSpec, remaining: list[str]) -> list[list[str]]:
     return out
 
 
+Lane = list[str]
+"""Step ids run one after another: a lone signature, or a chain."""
+Part = list[Lane]
+"""Lanes run side by side: one lane of one step is a lone signature, several lanes a group."""
+
+
+def _needs_within(spec: WorkflowSpec, block: list[str]) -> dict[str, list[str]]:
+    inside = set(block)
+    return {sid: [n for n in spec.by_id[sid].needs or [] if n in inside] for sid in block}
+
+
+def components(spec: WorkflowSpec, block: list[str]) -> list[list[str]]:
+    """``block``'s weakly connected components through ``needs``, each in ``block``'s order."""
+    root = {sid: sid for sid in block}
+
+    def find(sid: str) -> str:
+        while root[sid] != sid:
+            root[sid] = root[root[sid]]
+            sid = root[sid]
+        return sid
+
+    for sid, needs in _needs_within(spec, block).items():
+        for need in needs:
+            root[find(sid)] = find(need)
+    found: dict[str, list[str]] = {}
+    for sid in block:
+        found.setdefault(find(sid), []).append(sid)
+    return list(found.values())
+
+
+def series(spec: WorkflowSpec, block: list[str]) -> list[list[str]]:
+    """``block``, in topological order, cut into pieces that run one after another.
+
+    A cut after a prefix is valid when every later step depends, directly or
+    through others, on every step of the prefix (it is enough that the later steps
+    with no need outside the prefix depend on its sinks). Such a prefix of one
+    topological order is a prefix of all, and every valid cut is taken, so no
+    piece can be cut again.
+    """
+    if not block:
+        return []
+    at = {sid: i for i, sid in enumerate(block)}
+    above: list[int] = []  # bit i: the step depends on block[i]
+    for needs in _needs_within(spec, block).values():
+        mask = 0
+        for need in needs:
+            mask |= above[at[need]] | 1 << at[need]
+        above.append(mask)
+    cuts, common = [len(block)], -1
+    for k in range(len(block) - 1, 0, -1):
+        common &= above[k]  # what block[k:] all depend on
+        prefix = (1 << k) - 1
+        if common & prefix == prefix:
+            cuts.append(k)
+    cuts.append(0)
+    cuts.reverse()
+    return [block[a:b] for a, b in zip(cuts, cuts[1:])]
+
+
+def _side_by_side(spec: WorkflowSpec, piece: list[str], longest: int) -> list[Part]:
+    """A piece no cut splits: lanes when its components are chains no longer than ``longest``, else its layers.
+
+    A lane never holds a group: chords whose members end in groups are where
+    Celery goes wrong, and a lane is one message carrying the rest of its chain.
+    """
+    lanes = components(spec, piece)
+    if len(lanes) > 1 and all(len(lane) <= longest and len(series(spec, lane)) == len(lane) for lane in lanes):
+        return [lanes]
+    return [[[sid] for sid in layer] for layer in layers(spec, piece)]
+
+
+def plan(spec: WorkflowSpec, remaining: list[str], longest: int) -> list[Part]:
+    """``remaining`` step ids (in ``spec.order``) as parts run one after another; no lane exceeds ``longest``."""
+    parts: list[Part] = []
+    for piece in series(spec, remaining):
+        parts.extend([[piece]] if len(piece) == 1 else _side_by_side(spec, piece, longest))
+    return parts
+
+
+def _lane(sigs: list[Signature]) -> Signature:
+    """Signatures one after another, as a group member: only the last answers to the chord."""
+    for early in sigs[:-1]:
+        early.set(ignore_result=True)
+    return sigs[0] if len(sigs) == 1 else chain(*sigs)
+
+
+def _part_canvas(spec: WorkflowSpec, run_id: str, part: Part) -> Signature:
+    if len(part) == 1:
+        (sid,) = part[0]
+        # Only a chord's members need their results stored (Redis counts them); a lone step's would be dead weight.
+        return step_signature(spec, run_id, sid).set(ignore_result=True)
+    return group([_lane([step_signature(spec, run_id, sid) for sid in lane]) for lane in part])
+
+
 def compile_run(spec: WorkflowSpec, run_id: str, statuses: dict[str, str], segment_size: int | None = None) -> Signature:
     """The canvas for what remains of a run, given each step's recorded status."""
     size = segment_size or get_settings().segment_size
     remaining = [sid for sid in spec.order if statuses.get(sid, StepStatus.pending) not in ENDED_STEP]
     parts: list[Signature] = []
     placed = 0
-    plan = layers(spec, remaining)
-    for index, layer in enumerate(plan):
-        sigs = [step_signature(spec, run_id, sid) for sid in layer]
-        # Only a chord's members need their results stored (Redis counts them); a lone step's would be dead weight.
-        parts.append(sigs[0].set(ignore_result=True) if len(sigs) == 1 else group(sigs))
-        placed += len(sigs)
-        if placed >= size and index < len(plan) - 1:
+    steps = plan(spec, remaining, longest=size)
+    for index, part in enumerate(steps):
+        parts.append(_part_canvas(spec, run_id, part))
+        placed += sum(len(lane) for lane in part)
+        if placed >= size and index < len(steps) - 1:
             parts.append(_task(ADVANCE_TASK, run_id, ignore_result=True))
             break
     else:
-        last = plan[-1] if plan else []
-        if len(last) == 1 and not spec.by_id[last[0]].for_each:
+        last = steps[-1] if steps else []
+        if len(last) == 1 and not spec.by_id[last[0][0]].for_each:
             parts[-1].kwargs["finish"] = True  # the last step ends the run itself: one message fewer
         else:
             parts.append(_task(FINISH_TASK, run_id, ignore_result=True))
@@ -104,12 +199,8 @@ def is_plain_chain(canvas: Signature) -> bool:
 def fanout_canvas(spec: WorkflowSpec, run_id: str, step_id: str, count: int) -> Signature:
     """``count`` item messages in at most ``max_parallel`` lanes, then the collect task."""
     lanes = min(count, spec.by_id[step_id].max_parallel or count)
-    lane_sigs = []
-    for lane in range(lanes):
-        items = [step_signature(spec, run_id, step_id, i) for i in range(lane, count, lanes)]
-        for early in items[:-1]:  # only a lane's last item answers to the chord
-            early.set(ignore_result=True)
-        lane_sigs.append(items[0] if len(items) == 1 else chain(*items))
+    lane_sigs = [_lane([step_signature(spec, run_id, step_id, i) for i in range(lane, count, lanes)])
+                 for lane in range(lanes)]
     collect = _task(COLLECT_TASK, run_id, step_id)
     return chain(group(lane_sigs), collect)
 
