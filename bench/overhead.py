@@ -17,7 +17,7 @@ printed separately: an Orchestra submission validates the input and commits the
 run, its step rows and its audit event before it publishes, which a bare
 ``apply_async`` does not.
 
-    .venv/bin/python bench/overhead.py [--runs 300] [--concurrency 2] [--rounds 3]
+    .venv/bin/python bench/overhead.py [--runs 300] [--concurrency 2] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=3, help="Repeat both sides; the median ratio is the figure.")
+    parser.add_argument("--rounds", type=int, default=5, help="Repeat both sides; the median ratio is the figure.")
     parser.add_argument("--only", choices=["bare", "orchestra"], help="Run one side only.")
     args = parser.parse_args()
     nan = (float("nan"), float("nan"))
