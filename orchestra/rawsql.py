@@ -265,24 +265,27 @@ _REFUSED = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_BUSY_SNAPSHOT)
 def optimistic(plan: Callable[[Tx], T], blind: Callable[[Tx], T] | None = None) -> T:
     """Run ``plan`` (reads, then writes) holding the write lock only for its writes.
 
-    ``plan`` reads from a snapshot and guards each update that depends on what
-    it read; its writes are then applied (``_read_and_write``). If another
-    writer moved a guarded row on meanwhile, the plan is read and made again; after
-    ``OPTIMISTIC_ATTEMPTS`` such clashes it runs whole under the lock. On SQLite,
-    where writers queue for one lock, this keeps the step runtime's reads, template
-    rendering, hashing and encoding out of the queue.
+    On SQLite, where every writer queues for one lock, ``plan`` reads from a
+    snapshot and guards each update that depends on what it read; its writes are
+    then applied (``_read_and_write``). If another writer moved a guarded row on
+    meanwhile, the plan is read and made again; after ``OPTIMISTIC_ATTEMPTS`` such
+    clashes it runs whole under the lock. That keeps the step runtime's reads,
+    template rendering, hashing and encoding out of the queue. On PostgreSQL a run's
+    row lock keeps out only the writers of that run, so ``plan`` runs under it in
+    one transaction, which saves the snapshot's round trips.
 
     ``blind`` is the same plan made from what the caller already knows, without
     reading (its ``Tx`` has no cursor): it is tried first, and when one of its
     guards does not hold, ``plan`` reads afresh as above.
     """
     engine = db.engine()
+    sqlite = engine.dialect.name == "sqlite"
     if blind is not None:
-        planner = Tx(None, engine.dialect.name == "sqlite", deferred=True)
+        planner = Tx(None, sqlite, deferred=True)
         result = blind(planner)
         if _applied(planner):
             return result
-    for _ in range(OPTIMISTIC_ATTEMPTS):
+    for _ in range(OPTIMISTIC_ATTEMPTS if sqlite else 0):
         applied, result = _read_and_write(engine, plan)
         if applied:
             return result
@@ -291,35 +294,33 @@ def optimistic(plan: Callable[[Tx], T], blind: Callable[[Tx], T] | None = None) 
 
 
 def _read_and_write(engine: Engine, plan: Callable[[Tx], T]) -> tuple[bool, T]:
-    """Make ``plan`` on a snapshot and apply its writes; False if a guard found its row moved on.
+    """Make ``plan`` on a SQLite snapshot and apply its writes; False if a guard found its row moved on.
 
     On SQLite the writes go first into the snapshot's own transaction: its first
-    write takes the write lock, which SQLite refuses at once if anyone committed
-    since the snapshot was read. Only then does the plan go, guarded, into a fresh
-    write transaction. So a claim usually costs one transaction, not two, and its
-    writes find the pages its reads brought in (SQLite drops its page cache at
-    the start of every transaction that follows another process's commit).
+    write takes the write lock, which SQLite refuses at once if another connection
+    holds it or has committed since the snapshot was read. Only then do the
+    guarded writes go into a write transaction of their own. So a claim usually
+    costs one transaction, not two, and its writes find the pages its reads brought
+    in (SQLite drops its page cache at the start of every transaction that follows
+    another process's commit).
     """
-    sqlite = engine.dialect.name == "sqlite"
     with _connection(engine) as connection:
         cursor = connection.cursor()
-        if sqlite:
-            cursor.execute("BEGIN DEFERRED")  # one consistent snapshot of the WAL for every read
-        reader = Tx(cursor, sqlite, deferred=True)
+        cursor.execute("BEGIN DEFERRED")  # one consistent snapshot of the WAL for every read
+        reader = Tx(cursor, sqlite=True, deferred=True)
         result = plan(reader)
-        assert reader.writes is not None
-        if sqlite and reader.writes:
-            with db.writer_turn():
-                try:
-                    return _apply(connection, cursor, reader.writes), result
-                except sqlite3.OperationalError as exc:
-                    if exc.sqlite_errorcode not in _REFUSED:
-                        raise
-                    connection.rollback()  # wait for the lock in a write transaction of its own
-                    cursor.execute("BEGIN IMMEDIATE")
-                    return _apply(connection, cursor, reader.writes), result
-        connection.rollback()
-    return _applied(reader), result
+        if not reader.writes:
+            connection.rollback()
+            return True, result
+        with db.writer_turn():
+            try:
+                return _apply(connection, cursor, reader.writes), result
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode not in _REFUSED:
+                    raise
+                connection.rollback()  # wait for the lock in a write transaction of its own
+                cursor.execute("BEGIN IMMEDIATE")
+                return _apply(connection, cursor, reader.writes), result
 
 
 def _apply(connection: Any, cursor: Any, writes: list[Write]) -> bool:

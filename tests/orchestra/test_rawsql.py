@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -14,6 +16,11 @@ from sqlalchemy import select
 from orchestra import db, rawsql
 from orchestra.models import StepRun
 from orchestra.runs import submit_run
+
+# On SQLite a plan is made on a snapshot and its guarded writes applied after; PostgreSQL plans under the run's row lock.
+ON_POSTGRES = os.environ.get("ORCHESTRA_TEST_DATABASE_URL", "").startswith("postgresql")
+sqlite_only = pytest.mark.skipif(ON_POSTGRES, reason="SQLite plans on snapshots")
+postgres_only = pytest.mark.skipif(not ON_POSTGRES, reason="set ORCHESTRA_TEST_DATABASE_URL to a PostgreSQL database")
 
 ODD_VALUES = [None, 0, 7, -1.5, "text", "", "7", "null", [1, "two", None], {"nested": {"a": [True, False]}}, True]
 
@@ -110,6 +117,7 @@ def _status_plan(row_id: str, plans: list[str], interfere: int) -> Any:
     return plan
 
 
+@sqlite_only
 def test_an_optimistic_plan_whose_row_moved_on_is_made_again_from_a_fresh_snapshot(row_id):
     plans: list[str] = []
     result = rawsql.optimistic(_status_plan(row_id, plans, interfere=1))
@@ -118,6 +126,7 @@ def test_an_optimistic_plan_whose_row_moved_on_is_made_again_from_a_fresh_snapsh
     assert read_back(row_id).output == "moved1+planned"
 
 
+@sqlite_only
 def test_a_plan_whose_snapshot_another_writer_outdated_elsewhere_is_written_once_without_replanning(register):
     """On SQLite the plan first writes inside its own snapshot; a commit to another row makes that refuse, and the
     plan's guarded writes then go into a fresh transaction as they are."""
@@ -138,7 +147,7 @@ def test_a_plan_whose_snapshot_another_writer_outdated_elsewhere_is_written_once
     assert (read_back(mine).output, read_back(other).output) == ("planned", "meanwhile")
 
 
-@pytest.mark.skipif("not __import__('orchestra.db').db.is_sqlite()", reason="SQLite's write lock")
+@sqlite_only
 def test_a_plan_meeting_a_writer_from_outside_waits_for_it_then_writes_without_replanning(register):
     """A writer that does not queue on Orchestra's lock file (the sqlite3 shell, say) holds SQLite's write lock:
     the plan's write waits for it, finds its snapshot outdated by what that writer committed, and goes into a
@@ -165,11 +174,35 @@ def test_a_plan_meeting_a_writer_from_outside_waits_for_it_then_writes_without_r
     assert (read_back(mine).output, read_back(other).error) == ("waited", "from outside")
 
 
+@sqlite_only
 def test_an_optimistic_plan_that_keeps_clashing_runs_under_the_writer_lock(row_id):
     plans: list[str] = []
     rawsql.optimistic(_status_plan(row_id, plans, interfere=rawsql.OPTIMISTIC_ATTEMPTS))
     assert len(plans) == rawsql.OPTIMISTIC_ATTEMPTS + 1
     assert read_back(row_id).output == f"moved{rawsql.OPTIMISTIC_ATTEMPTS}+planned"
+
+
+@postgres_only
+def test_on_postgresql_a_plan_holds_its_run_row_until_its_writes_commit(row_id):
+    run_id = read_back(row_id).run_id
+    seen: list[Any] = []
+
+    def next_writer() -> None:
+        with rawsql.transaction() as tx:
+            tx.lock("SELECT id FROM runs WHERE id = :run_id", run_id=run_id)
+            seen.append(read_back(row_id).output)
+
+    def plan(tx: rawsql.Tx) -> threading.Thread:
+        tx.lock("SELECT id FROM runs WHERE id = :run_id", run_id=run_id)
+        writer = threading.Thread(target=next_writer)
+        writer.start()
+        time.sleep(0.3)
+        assert seen == []  # the other writer waits on the run's row
+        tx.update("step_runs", row_id, output="planned")
+        return writer
+
+    rawsql.optimistic(plan).join(timeout=10)
+    assert seen == ["planned"]
 
 
 def test_a_stale_plan_writes_nothing_at_all(row_id):
