@@ -170,15 +170,15 @@ def compile_run(spec: WorkflowSpec, run_id: str, statuses: dict[str, str], segme
     remaining = [sid for sid in spec.order if statuses.get(sid, StepStatus.pending) not in ENDED_STEP]
     parts: list[Signature] = []
     placed = 0
-    steps = plan(spec, remaining, longest=size)
-    for index, part in enumerate(steps):
+    planned = plan(spec, remaining, longest=size)
+    for index, part in enumerate(planned):
         parts.append(_part_canvas(spec, run_id, part))
         placed += sum(len(lane) for lane in part)
-        if placed >= size and index < len(steps) - 1:
+        if placed >= size and index < len(planned) - 1:
             parts.append(_task(ADVANCE_TASK, run_id, ignore_result=True))
             break
     else:
-        last = steps[-1] if steps else []
+        last = planned[-1] if planned else []
         if len(last) == 1 and not spec.by_id[last[0][0]].for_each:
             parts[-1].kwargs["finish"] = True  # the last step ends the run itself: one message fewer
         else:

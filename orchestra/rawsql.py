@@ -285,10 +285,11 @@ def optimistic(plan: Callable[[Tx], T], blind: Callable[[Tx], T] | None = None) 
         result = blind(planner)
         if _applied(planner):
             return result
-    for _ in range(OPTIMISTIC_ATTEMPTS if sqlite else 0):
-        applied, result = _read_and_write(engine, plan)
-        if applied:
-            return result
+    if sqlite:
+        for _ in range(OPTIMISTIC_ATTEMPTS):
+            applied, result = _read_and_write(engine, plan)
+            if applied:
+                return result
     with transaction() as tx:
         return plan(tx)
 

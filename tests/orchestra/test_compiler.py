@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from kombu.utils.json import dumps
 
-from orchestra.compiler import compile_run, layers
+from orchestra.compiler import compile_run, layers, plan
 from orchestra.runs import submit_run
 from orchestra.spec import load_spec
 from tests.support.harness import wait_for_run
@@ -200,8 +200,6 @@ def test_a_lane_longer_than_a_segment_is_compiled_by_layers():
 
 
 def test_every_plan_places_each_step_once_and_after_its_needs():
-    from orchestra.compiler import plan
-
     rng = random.Random(7)
     for _ in range(300):
         n = rng.randint(1, 12)
