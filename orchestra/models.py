@@ -119,6 +119,7 @@ class Run(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     audit_seq: Mapped[int] = mapped_column(Integer, default=0)
     audit_hash: Mapped[str] = mapped_column(String(64), default="")
+    key: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)  # the caller's business key
 
 
 _HOLDS_LEASE = text("lease_expires_at IS NOT NULL")
@@ -140,6 +141,7 @@ class StepRun(Base):
     item: Mapped[int] = mapped_column(Integer, default=NO_ITEM)
     status: Mapped[str] = mapped_column(String(16), default=StepStatus.pending.value)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    recoveries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # lease lapses: its worker died
     input: Mapped[Any | None] = mapped_column(JSON, nullable=True)  # rendered `with`, or the fan-out item
     output: Mapped[Any | None] = mapped_column(JSON, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
