@@ -77,6 +77,7 @@ def submit_run(
     *,
     version: int | None = None,
     idempotency_key: str | None = None,
+    key: str | None = None,
     actor: str = "system",
     dispatch: bool = True,
 ) -> tuple[Run, bool]:
@@ -94,7 +95,7 @@ def submit_run(
     spec = get_workflow(workflow, version)
     validate_input(spec, data)
     run = Run(id=new_id(), workflow=spec.name, version=spec.version or 1, status=RunStatus.pending.value, input=data,
-              idempotency_key=idempotency_key, request_hash=request_hash, submitted_by=actor,
+              idempotency_key=idempotency_key, request_hash=request_hash, submitted_by=actor, key=key,
               audit_seq=0, audit_hash="", created_at=utcnow(), updated_at=utcnow())
     try:
         with db.write_session() as session:
@@ -174,7 +175,7 @@ def run_view(run_id: str) -> dict[str, Any]:
     rows.sort(key=lambda r: (position.get(r.step_id, 1 << 30), r.item))
     return {
         "id": run.id, "workflow": run.workflow, "version": run.version, "status": run.status, "input": run.input,
-        "output": run.output, "error": run.error, "submitted_by": run.submitted_by,
+        "output": run.output, "error": run.error, "submitted_by": run.submitted_by, "key": run.key,
         "steps": [
             {"id": r.step_id, "item": None if r.item == NO_ITEM else r.item, "status": r.status, "attempts": r.attempts,
              "output": r.output, "error": r.error,
@@ -187,11 +188,16 @@ def run_view(run_id: str) -> dict[str, Any]:
 
 
 def list_runs(*, workflow: str | None = None, status: str | None = None, limit: int = 50,
-              cursor: str | None = None, submitted_by: str | None = None) -> tuple[list[Run], str | None]:
-    """Newest first. ``cursor`` is the last id of the previous page."""
+              cursor: str | None = None, submitted_by: str | None = None, key: str | None = None,
+              id_prefix: str | None = None) -> tuple[list[Run], str | None]:
+    """Newest first. ``cursor`` is the last id of the previous page; ``key`` is the business key, exactly."""
     query = select(Run).order_by(Run.id.desc()).limit(limit + 1)
     if workflow:
         query = query.where(Run.workflow == workflow)
+    if key:
+        query = query.where(Run.key == key)
+    if id_prefix:
+        query = query.where(Run.id.startswith(id_prefix.lower(), autoescape=True))
     if status:
         if status not in RunStatus.__members__:
             raise InputError("unknown run status", [{
