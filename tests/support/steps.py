@@ -48,6 +48,19 @@ def probe(key: str, seconds: float = 0.2, item: Any = None) -> Any:
 
 
 @step
+def gate(key: str, timeout: float = 60.0) -> str:
+    """Set ``{key}:waiting``, then hold the worker until the test sets ``{key}:open``."""
+    r = client()
+    r.set(f"{key}:waiting", 1)
+    deadline = time.monotonic() + timeout
+    while not r.exists(f"{key}:open"):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"gate {key} was not opened within {timeout}s")
+        time.sleep(0.02)
+    return "opened"
+
+
+@step
 def add(a: float, b: float) -> float:
     return a + b
 
