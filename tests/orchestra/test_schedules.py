@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import uuid
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select, update
 
 from tests.orchestra.api.conftest import APPROVAL, SIMPLE, unique
+from tests.support.harness import ROOT
 
 
 def _due_now(name: str) -> None:
@@ -27,17 +32,53 @@ def _runs_of(workflow: str) -> list[Any]:
         return list(session.scalars(select(Run).where(Run.workflow == workflow)))
 
 
-def test_a_due_schedule_starts_one_run_even_if_ticked_twice(register: Any) -> None:
-    from orchestra.schedules import save_schedule, start_due
+TICK = """
+import json, sys, time
+import redis
+from orchestra import schedules
+name, barrier = sys.argv[1], sys.argv[2]
+r = redis.Redis.from_url(sys.argv[3])
+claim = schedules._claim
+
+def claim_together(schedule, due, following):
+    if schedule == name:  # both ticks have read the schedule as due before either claims it
+        r.incr(barrier)
+        deadline = time.monotonic() + 30
+        while int(r.get(barrier)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.002)
+    return claim(schedule, due, following)
+
+schedules._claim = claim_together
+print("ready", flush=True)
+sys.stdin.readline()
+print(json.dumps(schedules.start_due()), flush=True)
+"""
+
+
+def test_a_due_schedule_starts_one_run_even_if_ticked_twice(register: Any, stack: Any) -> None:
+    from orchestra.schedules import save_schedule
 
     flow = unique("sched-wf")
     register(SIMPLE.format(name=flow))
     name = unique("every-minute")
     save_schedule({"name": name, "workflow": flow, "cron": "* * * * *", "input": {"order_id": "S1"}, "overlap": "allow"})
     _due_now(name)
-    started = start_due() + start_due()
+    barrier = f"test:barrier:{name}:{uuid.uuid4().hex}"
+    ticks = [subprocess.Popen([sys.executable, "-c", TICK, name, barrier, stack.redis_url], cwd=ROOT, env=stack.env,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    for tick in ticks:
+        assert tick.stdout is not None and tick.stdout.readline().strip() == "ready"
+    for tick in ticks:  # release both at once
+        assert tick.stdin is not None
+        tick.stdin.write("go\n")
+        tick.stdin.flush()
+    outputs = [tick.communicate(timeout=60)[0] for tick in ticks]
+    assert [tick.returncode for tick in ticks] == [0, 0], outputs
     runs = _runs_of(flow)
-    assert len(runs) == 1 and runs[0].id in started
+    ours = {r.id for r in runs}  # a tick also starts other tests' schedules that came due
+    started = [run_id for out in outputs for run_id in json.loads(out.strip().splitlines()[-1]) if run_id in ours]
+    assert len(runs) == 1
+    assert started == [runs[0].id]  # one tick won the due time; the other started nothing
     assert runs[0].submitted_by == f"schedule:{name}" and runs[0].input == {"order_id": "S1"}
 
 
