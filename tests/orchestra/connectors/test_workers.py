@@ -76,11 +76,15 @@ steps:
 """)
     first = isolated_workers(concurrency=4, env=endpoints(payments.url))
     second = isolated_workers(concurrency=4, env=endpoints(payments.url))
-    run, _ = submit_run(name, {"contacts": [f"c{i}" for i in range(notes)]})
+    contacts = [f"c{i}" for i in range(notes)]
+    run, _ = submit_run(name, {"contacts": contacts})
 
     view = wait_for_run(run.id, statuses=("succeeded", "failed"), timeout=120)
 
     assert view["status"] == "succeeded", view
+    sent = sorted(((r["headers"]["Idempotency-Key"], r["body"]) for r in payments.requests), key=str)
+    assert sent == sorted(((f"{run.id}:note_each:{i}", {"contact": c}) for i, c in enumerate(contacts)), key=str), \
+        "each item sends its own contact, once, on whichever attempt gets through the limit"
     times = sorted(r["at"] for r in payments.requests)
     assert len(times) == notes
     rate, burst = 10.0, 10  # crm: rate_limit 10/s, a bucket of one second's worth
