@@ -115,13 +115,10 @@ def _describe(error: dict[str, Any]) -> str:
     return f"{loc}: {error.get('msg')}" if loc else str(error.get("msg"))
 
 
-def _submit_body(workflow: str, input: Any, version: int | None, idempotency_key: str | None) -> dict[str, Any]:
+def _submit_body(workflow: str, input: Any, version: int | None, idempotency_key: str | None,
+                 key: str | None) -> dict[str, Any]:
     body: dict[str, Any] = {"workflow": workflow, "input": input if input is not None else {}}
-    if version is not None:
-        body["version"] = version
-    if idempotency_key is not None:
-        body["idempotency_key"] = idempotency_key
-    return body
+    return {**body, **_query(version=version, idempotency_key=idempotency_key, key=key)}
 
 
 def _query(**params: Any) -> dict[str, Any]:
@@ -165,9 +162,10 @@ class Client(_Base):
         return response.json() if response.content else None
 
     def submit(self, workflow: str, input: Any = None, *, version: int | None = None,
-               idempotency_key: str | None = None) -> dict[str, Any]:
-        """Start a run; the same idempotency key and body return the same run."""
-        return dict(self._call("POST", "/v1/runs", json=_submit_body(workflow, input, version, idempotency_key)))
+               idempotency_key: str | None = None, key: str | None = None) -> dict[str, Any]:
+        """Start a run; the same idempotency key and body return the same run. ``key`` is a business key."""
+        body = _submit_body(workflow, input, version, idempotency_key, key)
+        return dict(self._call("POST", "/v1/runs", json=body))
 
     def get(self, run_id: str) -> dict[str, Any]:
         return dict(self._call("GET", f"/v1/runs/{run_id}"))
@@ -187,10 +185,10 @@ class Client(_Base):
         raise AssertionError("unreachable")
 
     def list_runs(self, *, workflow: str | None = None, status: str | None = None, limit: int | None = None,
-                  cursor: str | None = None) -> dict[str, Any]:
-        """``{runs, next_cursor}``, newest first."""
-        return dict(self._call("GET", "/v1/runs", params=_query(workflow=workflow, status=status, limit=limit,
-                                                                 cursor=cursor)))
+                  cursor: str | None = None, key: str | None = None) -> dict[str, Any]:
+        """``{runs, next_cursor}``, newest first; ``key`` keeps the runs submitted with that business key."""
+        params = _query(workflow=workflow, status=status, limit=limit, cursor=cursor, key=key)
+        return dict(self._call("GET", "/v1/runs", params=params))
 
     def cancel(self, run_id: str) -> dict[str, Any]:
         return dict(self._call("POST", f"/v1/runs/{run_id}/cancel"))
@@ -243,8 +241,9 @@ class AsyncClient(_Base):
         return response.json() if response.content else None
 
     async def submit(self, workflow: str, input: Any = None, *, version: int | None = None,
-                     idempotency_key: str | None = None) -> dict[str, Any]:
-        return dict(await self._call("POST", "/v1/runs", json=_submit_body(workflow, input, version, idempotency_key)))
+                     idempotency_key: str | None = None, key: str | None = None) -> dict[str, Any]:
+        body = _submit_body(workflow, input, version, idempotency_key, key)
+        return dict(await self._call("POST", "/v1/runs", json=body))
 
     async def get(self, run_id: str) -> dict[str, Any]:
         return dict(await self._call("GET", f"/v1/runs/{run_id}"))
@@ -263,8 +262,8 @@ class AsyncClient(_Base):
         raise AssertionError("unreachable")
 
     async def list_runs(self, *, workflow: str | None = None, status: str | None = None, limit: int | None = None,
-                        cursor: str | None = None) -> dict[str, Any]:
-        params = _query(workflow=workflow, status=status, limit=limit, cursor=cursor)
+                        cursor: str | None = None, key: str | None = None) -> dict[str, Any]:
+        params = _query(workflow=workflow, status=status, limit=limit, cursor=cursor, key=key)
         return dict(await self._call("GET", "/v1/runs", params=params))
 
     async def cancel(self, run_id: str) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from orchestra.api import errors, ops, runs, schedules, tasks, workflows
+from orchestra.api import docs, errors, ops, runs, schedules, tasks, workflows
 from orchestra.settings import get_settings
 
 DESCRIPTION = """\
@@ -15,8 +15,9 @@ Orchestra's service API. Authenticate with `Authorization: Bearer <token>`
 
 
 def create_app() -> FastAPI:
-    """The API with every route of the public surface."""
-    app = FastAPI(title="Orchestra", version="1.0.0", description=DESCRIPTION)
+    """The API with every route of the public surface, and ``/docs`` and ``/redoc`` that work offline."""
+    app = FastAPI(title="Orchestra", version="1.0.0", description=DESCRIPTION, docs_url=None, redoc_url=None)
+    docs.install(app)
     errors.install(app)
     for module in (ops, workflows, runs, tasks, schedules):
         app.include_router(module.router)

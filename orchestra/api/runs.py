@@ -15,7 +15,7 @@ from orchestra.api.responses import errors
 from orchestra.api.schemas import AuditOut, RunList, RunOut, RunStatusName, RunSubmit, RunSummary, SignalIn, SignalOut
 from orchestra.auth import Permission, Principal
 
-from orchestra.errors import InputError
+from orchestra.errors import Conflict, InputError
 from orchestra.models import Run
 from orchestra.runs import cancel_run, get_run, list_runs, retry_run, run_view, submit_run
 from orchestra.signals import deliver_signal
@@ -56,8 +56,12 @@ def submit(body: RunSubmit, caller: Caller, response: Response,
     """
     caller.require(P.runs_submit)
     key = _idempotency_key(body, idempotency_key)
-    run, created = submit_run(body.workflow, body.input, version=body.version, idempotency_key=key, actor=caller.name)
+    run, created = submit_run(body.workflow, body.input, version=body.version, idempotency_key=key, key=body.key,
+                              actor=caller.name)
     if not created:
+        if run.key != body.key:
+            raise Conflict(f"idempotency key '{key}' was already used for run {run.id} with business key "
+                           f"{run.key!r}; use a new idempotency key for a different request")
         response.headers["Idempotent-Replayed"] = "true"
     response.headers["Location"] = f"/v1/runs/{run.id}"
     return run_view(run.id)
@@ -70,17 +74,19 @@ def get_runs(
     status: RunStatusName | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=36, description="next_cursor of the previous page")] = None,
+    key: Annotated[str | None, Query(min_length=1, max_length=200, description="The business key, exactly")] = None,
 ) -> RunList:
-    """Runs, newest first. A submitter sees only the runs it submitted."""
+    """Runs, newest first, optionally only those with a business ``key``. A submitter sees only its own runs."""
     caller.require(P.runs_read, P.runs_read_own)
     mine = None if caller.can(P.runs_read) else caller.name
-    runs, next_cursor = list_runs(workflow=workflow, status=status, limit=limit, cursor=cursor, submitted_by=mine)
+    runs, next_cursor = list_runs(workflow=workflow, status=status, limit=limit, cursor=cursor, submitted_by=mine,
+                                  key=key)
     return RunList(runs=[_summary(r) for r in runs], next_cursor=next_cursor)
 
 
 def _summary(run: Run) -> RunSummary:
     return RunSummary(id=run.id, workflow=run.workflow, version=run.version, status=run.status,  # type: ignore[arg-type]
-                      error=run.error, submitted_by=run.submitted_by, created_at=run.created_at.isoformat(),
+                      error=run.error, submitted_by=run.submitted_by, key=run.key, created_at=run.created_at.isoformat(),
                       updated_at=run.updated_at.isoformat())
 
 

@@ -60,6 +60,8 @@ class RunSubmit(BaseModel):
     input: Any = Field(default_factory=dict, description="Input; must match the workflow's input_schema.")
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200,
                                         description="Same key and body: the same run. Also accepted as a header.")
+    key: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$",
+                            description="A business key to find the run by, e.g. the order id: GET /v1/runs?key=.")
 
 
 class StepOut(BaseModel):
@@ -82,6 +84,7 @@ class RunOut(BaseModel):
     output: Any = None
     error: str | None = None
     submitted_by: str
+    key: str | None = Field(default=None, description="The business key given on submission.")
     steps: list[StepOut]
     created_at: str
     updated_at: str
@@ -94,6 +97,7 @@ class RunSummary(BaseModel):
     status: RunStatusName
     error: str | None = None
     submitted_by: str
+    key: str | None = None
     created_at: str
     updated_at: str
 
