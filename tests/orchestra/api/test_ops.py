@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.orchestra.api.conftest import assert_error_shape
-from tests.support.harness import wait_for_run
+from tests.support.harness import wait_for_run, wait_until
 
 
 def test_healthz_and_readyz_answer_without_a_key(api: Any) -> None:
@@ -27,18 +28,78 @@ def test_readyz_is_503_naming_redis_when_redis_is_down(api: Any, monkeypatch: An
     assert ready.json()["checks"]["redis"].startswith("unavailable") and ready.json()["checks"]["database"] == "ok"
 
 
+def _scrape(api: Any) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of ``/metrics``, parsed the way Prometheus parses it."""
+    response = api.get("/metrics")
+    assert response.status_code == 200
+    return {(sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(response.text) for sample in family.samples}
+
+
+def _value(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+METERED = """
+name: {name}
+connectors: [orders]
+steps:
+  - {{id: slow, uses: "task:tests.support.steps.slow", with: {{key: "{name}", seconds: 0.3}}}}
+  - {{id: shaky, uses: "task:tests.support.steps.flaky", with: {{key: "{name}:{{{{ run.id }}}}", fail_times: 1}},
+     retry: {{attempts: 2, backoff: 100ms}}}}
+  - id: lookup
+    uses: sql:orders
+    if: "input.fail"
+    with: {{query: "select id from no_such_table"}}
+    retry: {{attempts: 2, backoff: 100ms}}
+"""
+
+ESCALATING = """
+name: {name}
+steps:
+  - id: approve
+    uses: human
+    with: {{title: "Metered?", assignees: [group:leads], escalate: [{{after: 1s, to: [group:managers]}}]}}
+"""
+
+
 @pytest.mark.slow
 def test_metrics_count_runs_by_workflow_and_status_and_step_durations(
         api: Any, key: Any, workflow: Any, workers: Any) -> None:
-    name = workflow()
-    run_id = api.post("/v1/runs", json={"workflow": name, "input": {"order_id": "M"}}, headers=key("submitter")).json()["id"]
-    wait_for_run(run_id)
-    text = api.get("/metrics").text
-    assert f'orchestra_runs{{status="succeeded",workflow="{name}"}} 1.0' in text
-    assert f'orchestra_step_duration_seconds_count{{workflow="{name}"}} 1.0' in text
-    for family in ("orchestra_waiting_tasks", "orchestra_escalations_total", "orchestra_step_retries_total",
-                   "orchestra_connector_errors_total", "orchestra_audit_events_total"):
-        assert f"# TYPE {family.removesuffix('_total')}" in text, family
+    before = _scrape(api)
+    metered, escalating = workflow(METERED), workflow(ESCALATING)
+    submitter = key("submitter")
+    runs = [api.post("/v1/runs", json={"workflow": metered, "input": {"fail": fail}}, headers=submitter)
+            for fail in (False, False, True)]
+    runs.append(api.post("/v1/runs", json={"workflow": escalating, "input": {}}, headers=submitter))
+    assert [r.status_code for r in runs] == [202] * 4, [r.text for r in runs]
+    ids = [r.json()["id"] for r in runs]
+    assert [wait_for_run(run_id, statuses=("succeeded", "failed"))["status"] for run_id in ids[:3]] == \
+        ["succeeded", "succeeded", "failed"]
+    wait_until(lambda: any(e["type"] == "human.escalated" for e in
+                           api.get(f"/v1/runs/{ids[3]}/audit", headers=key("auditor")).json()["events"]),
+               what="the task to escalate")
+
+    after = _scrape(api)
+
+    def grew(name: str, **labels: str) -> float:
+        return _value(after, name, **labels) - _value(before, name, **labels)
+
+    assert _value(after, "orchestra_runs", workflow=metered, status="succeeded") == 2
+    assert _value(after, "orchestra_runs", workflow=metered, status="failed") == 1
+    assert _value(after, "orchestra_runs", workflow=escalating, status="waiting") == 1
+    # 3 slow + 3 shaky + 1 lookup (ended, failed) steps; the two skipped lookups never started
+    assert _value(after, "orchestra_step_duration_seconds_count", workflow=metered) == 7
+    assert _value(after, "orchestra_step_duration_seconds_bucket", workflow=metered, le="0.25") <= 4
+    assert _value(after, "orchestra_step_duration_seconds_bucket", workflow=metered, le="+Inf") == 7
+    assert _value(after, "orchestra_step_duration_seconds_sum", workflow=metered) >= 3 * 0.3
+    assert _value(after, "orchestra_step_retries_total", workflow=metered) == 3 + 1  # each shaky once, lookup once
+    assert grew("orchestra_connector_errors_total", connector="orders") == 2  # the lookup's retried and final failure
+    assert grew("orchestra_escalations_total") == 1
+    assert grew("orchestra_waiting_tasks", level="1") == 1
+    assert grew("orchestra_audit_events_total", type="run.submitted") == 4
+    assert grew("orchestra_audit_events_total", type="run.failed") == 1
+    assert grew("orchestra_audit_events_total", type="human.escalated") == 1
 
 
 def test_openapi_documents_every_route_with_models_and_the_error_shape(api: Any) -> None:
