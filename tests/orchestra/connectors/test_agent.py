@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from orchestra import db
 from orchestra.errors import GuardrailBlocked
+from orchestra.models import HumanTask
 from orchestra.steps.base import Park, get_kind
+from orchestra.steps.human import payload_digest
 from tests.orchestra.connectors.conftest import audit_of
 
 REFUND_TOOL = {"name": "refund", "uses": "http:payments", "with": {"method": "POST", "path": "/refunds"},
@@ -90,7 +93,13 @@ def test_a_tool_requiring_approval_parks_with_the_exact_arguments(agent_world, m
     with pytest.raises(Park) as caught:
         get_kind("agent").execute(agent_call(make_call, tools=[{**REFUND_TOOL, "requires_approval": True}]))
 
-    assert caught.value.audit["reason"] == "tool_approval" and len(caught.value.audit["payload_hash"]) == 64
+    assert caught.value.audit["reason"] == "tool_approval"
+    with db.read_session() as session:
+        task = session.get(HumanTask, caught.value.audit["task_id"])
+    assert task is not None and task.status == "open"
+    assert task.shown["show"]["tool"] == "refund"
+    assert task.shown["show"]["arguments"] == {"order_id": "A1", "amount": 30}  # exactly what the model asked for
+    assert caught.value.audit["payload_hash"] == task.payload_hash == payload_digest(task.shown)  # the decision binds to them
     assert payments.requests == []
 
 
