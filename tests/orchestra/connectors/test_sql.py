@@ -99,20 +99,28 @@ def test_a_templated_query_is_refused(business_db, connectors, make_call):
     assert caught.value.rule == "sql.bound_parameters"
 
 
-@pytest.mark.parametrize("statement", [
-    "delete from {table}",
-    "update {table} set status = 'x'",
-    "with gone as (delete from {table} returning id) select id from gone",
-    "drop table {table}",
+@pytest.mark.parametrize(("statement", "keyword"), [
+    ("delete from {table}", "delete"),
+    ("update {table} set status = 'x'", "update"),
+    ("with gone as (delete from {table} returning id) select id from gone", "with"),
+    ("drop table {table}", "drop"),
 ])
-def test_writes_on_a_read_only_connector_are_blocked_and_audited(business_db, connectors, make_call, statement):
+def test_writes_on_a_read_only_connector_are_blocked_and_audited(business_db, connectors, make_call, statement,
+                                                                  keyword):
     url, table = business_db
     use(connectors, url)
+    call = make_call(spec(statement.format(table=table)), "lookup")
 
     with pytest.raises(GuardrailBlocked) as caught:
-        call, _ = run_query(make_call, statement.format(table=table))
+        get_kind("sql").execute(call)
 
     assert caught.value.rule == "sql.read_only"
+    events = audit_of(call.run_id)
+    assert [e["type"] for e in events] == ["guardrail.blocked"]  # and no sql.called: the query never ran
+    payload = events[0]["payload"]
+    assert (events[0]["step_id"], payload["rule"], payload["connector"], payload["statement"]) == \
+        ("lookup", "sql.read_only", "orders", keyword)
+    assert "set `read_only: false`" in payload["reason"]
     engine = sa.create_engine(url)
     with engine.connect() as conn:
         assert conn.execute(sa.text(f"select count(*) from {table} where status != 'x'")).scalar() == 5
