@@ -21,10 +21,8 @@ from typing import Any
 
 from celery import chain, group
 from celery.canvas import Signature
-from sqlalchemy import select
 
-from orchestra import db
-from orchestra.models import ENDED_STEP, NO_ITEM, TERMINAL_RUN, Run, StepRun, StepStatus
+from orchestra.models import ENDED_STEP, NO_ITEM, StepStatus
 from orchestra.settings import get_settings
 from orchestra.spec import WorkflowSpec
 
@@ -34,25 +32,27 @@ FINISH_TASK = "orchestra.finish"
 COLLECT_TASK = "orchestra.collect"
 
 
-def celery_app() -> Any:
-    """The Celery app in ``workers.app``, imported on first use so the library loads without a broker."""
-    from workers.app import app
-
-    return app
+WAIT_KINDS = frozenset({"human", "signal"})  # their `timeout` bounds the wait, not a worker's time
+HARD_LIMIT_GRACE = 5.0  # seconds past a step's timeout before Celery kills the child process outright
 
 
-def _task(name: str, *args: Any, **options: Any) -> Signature:
-    return Signature(name, args=args, options=options, immutable=True, app=celery_app())
+def _task(name: str, *args: Any, app: Any = None, **options: Any) -> Signature:
+    return Signature(name, args=args, options=options, immutable=True, app=app)
 
 
-def step_signature(spec: WorkflowSpec, run_id: str, step_id: str, item: int = NO_ITEM) -> Signature:
-    """One step's message: ids only. Flower shows it as ``<workflow>.<step>``."""
+def step_signature(spec: WorkflowSpec, run_id: str, step_id: str, item: int = NO_ITEM, app: Any = None) -> Signature:
+    """One step's message: ids only. Flower shows it as ``<workflow>.<step>``.
+
+    A step with a ``timeout`` gets it as Celery's soft time limit, whatever its kind:
+    the runtime turns the interrupt into a ``StepTimeout`` that follows the retry policy,
+    and a step that ignores it is killed ``HARD_LIMIT_GRACE`` seconds later.
+    """
     step = spec.by_id[step_id]
     options: dict[str, Any] = {"shadow": f"{spec.name}.{step_id}" + (f"[{item}]" if item >= 0 else "")}
-    if step.timeout and step.kind == "task":
+    if step.timeout and step.kind not in WAIT_KINDS:
         options["soft_time_limit"] = step.timeout
-        options["time_limit"] = step.timeout + 5
-    return _task(STEP_TASK, run_id, step_id, item, **options)
+        options["time_limit"] = step.timeout + HARD_LIMIT_GRACE
+    return _task(STEP_TASK, run_id, step_id, item, app=app, **options)
 
 
 def layers(spec: WorkflowSpec, remaining: list[str]) -> list[list[str]]:
@@ -149,40 +149,41 @@ def plan(spec: WorkflowSpec, remaining: list[str], longest: int) -> list[Part]:
     return parts
 
 
-def _lane(sigs: list[Signature]) -> Signature:
+def _lane(sigs: list[Signature], app: Any) -> Signature:
     """Signatures one after another, as a group member: only the last answers to the chord."""
     for early in sigs[:-1]:
         early.set(ignore_result=True)
     return sigs[0] if len(sigs) == 1 else chain(*sigs)
 
 
-def _part_canvas(spec: WorkflowSpec, run_id: str, part: Part) -> Signature:
+def _part_canvas(spec: WorkflowSpec, run_id: str, part: Part, app: Any) -> Signature:
     if len(part) == 1:
         (sid,) = part[0]
         # Only a chord's members need their results stored (Redis counts them); a lone step's would be dead weight.
-        return step_signature(spec, run_id, sid).set(ignore_result=True)
-    return group([_lane([step_signature(spec, run_id, sid) for sid in lane]) for lane in part])
+        return step_signature(spec, run_id, sid, app=app).set(ignore_result=True)
+    return group([_lane([step_signature(spec, run_id, sid, app=app) for sid in lane], app) for lane in part], app=app)
 
 
-def compile_run(spec: WorkflowSpec, run_id: str, statuses: dict[str, str], segment_size: int | None = None) -> Signature:
-    """The canvas for what remains of a run, given each step's recorded status."""
+def compile_run(spec: WorkflowSpec, run_id: str, statuses: dict[str, str], segment_size: int | None = None,
+                app: Any = None) -> Signature:
+    """The canvas for what remains of a run, given each step's recorded status (``app``: the Celery app its signatures use; ``|`` carries it to chains and chords)."""
     size = segment_size or get_settings().segment_size
     remaining = [sid for sid in spec.order if statuses.get(sid, StepStatus.pending) not in ENDED_STEP]
     parts: list[Signature] = []
     placed = 0
     planned = plan(spec, remaining, longest=size)
     for index, part in enumerate(planned):
-        parts.append(_part_canvas(spec, run_id, part))
+        parts.append(_part_canvas(spec, run_id, part, app))
         placed += sum(len(lane) for lane in part)
         if placed >= size and index < len(planned) - 1:
-            parts.append(_task(ADVANCE_TASK, run_id, ignore_result=True))
+            parts.append(_task(ADVANCE_TASK, run_id, app=app, ignore_result=True))
             break
     else:
         last = planned[-1] if planned else []
         if len(last) == 1 and not spec.by_id[last[0][0]].for_each:
             parts[-1].kwargs["finish"] = True  # the last step ends the run itself: one message fewer
         else:
-            parts.append(_task(FINISH_TASK, run_id, ignore_result=True))
+            parts.append(_task(FINISH_TASK, run_id, app=app, ignore_result=True))
     return parts[0] if len(parts) == 1 else chain(*parts)
 
 
@@ -196,25 +197,10 @@ def is_plain_chain(canvas: Signature) -> bool:
     return all(task.task in (STEP_TASK, ADVANCE_TASK, FINISH_TASK) for task in tasks)
 
 
-def fanout_canvas(spec: WorkflowSpec, run_id: str, step_id: str, count: int) -> Signature:
+def fanout_canvas(spec: WorkflowSpec, run_id: str, step_id: str, count: int, app: Any = None) -> Signature:
     """``count`` item messages in at most ``max_parallel`` lanes, then the collect task."""
     lanes = min(count, spec.by_id[step_id].max_parallel or count)
-    lane_sigs = [_lane([step_signature(spec, run_id, step_id, i) for i in range(lane, count, lanes)])
+    lane_sigs = [_lane([step_signature(spec, run_id, step_id, i, app=app) for i in range(lane, count, lanes)], app)
                  for lane in range(lanes)]
-    collect = _task(COLLECT_TASK, run_id, step_id)
-    return chain(group(lane_sigs), collect)
-
-
-def dispatch_run(run_id: str) -> None:
-    """Compile what remains of ``run_id`` from the database and send it to the workers; an ended run is left be."""
-    from orchestra.workflows import get_workflow
-
-    with db.read_session() as session:
-        found = session.execute(select(Run.workflow, Run.version, Run.status).where(Run.id == run_id)).first()
-        if found is None or found.status in TERMINAL_RUN:
-            return
-        rows = session.execute(
-            select(StepRun.step_id, StepRun.status).where(StepRun.run_id == run_id, StepRun.item == NO_ITEM)
-        ).all()
-    spec = get_workflow(found.workflow, found.version)
-    compile_run(spec, run_id, {sid: status for sid, status in rows}).apply_async()
+    collect = _task(COLLECT_TASK, run_id, step_id, app=app)
+    return chain(group(lane_sigs, app=app), collect)

@@ -20,10 +20,9 @@ import jsonschema
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from orchestra import db, templates, waits
-from orchestra.audit import record_event
+from orchestra import db, templates, transitions, waits
 from orchestra.errors import AlreadyDecided, InputError, NotAssignee, NotFound, PayloadChanged, TaskExpired, TemplateError
-from orchestra.ids import is_uuid, new_id
+from orchestra.ids import new_id, resolve_id
 from orchestra.models import NO_ITEM, TERMINAL_RUN, Decision, HumanTask, Run, StepRun, StepStatus, TaskStatus, utcnow
 from orchestra.steps.human import payload_digest, shown_payload
 from orchestra.workflows import get_workflow
@@ -79,10 +78,8 @@ def list_tasks(actor: str, groups: Sequence[str] = (), *, is_admin: bool = False
 
 def get_task(task_id: str) -> HumanTask:
     """The task row, or ``NotFound`` naming how to find task ids."""
-    if not is_uuid(task_id):
-        raise NotFound(f"'{task_id}' is not a task id; task ids are UUIDs, list yours with `orchestra inbox`")
     with db.read_session() as session:
-        task = session.get(HumanTask, task_id)
+        task = session.get(HumanTask, resolve_id(session, HumanTask.id, task_id, noun="task", listing="orchestra inbox"))
     if task is None:
         raise NotFound(f"no human task {task_id}; list open tasks with `orchestra inbox`")
     return task
@@ -128,8 +125,6 @@ def _check_principal(task: HumanTask, principal: Decider, decision: str) -> None
 
 def current_payload(task: HumanTask) -> dict[str, Any] | None:
     """What the task would show now, re-rendered from the run's recorded state (None if it cannot say)."""
-    from orchestra.runtime import step_context
-
     with db.read_session() as session:
         run = session.get(Run, task.run_id)
         row = session.get(StepRun, task.row_id)
@@ -141,7 +136,7 @@ def current_payload(task: HumanTask) -> dict[str, Any] | None:
     if step.kind != "human":  # a model or agent step that escalated: its task shows what the connector saw then
         return None
     try:
-        params = templates.render({k: step.with_.get(k) for k in ("title", "body", "show")}, step_context(run, rows))
+        params = templates.render({k: step.with_.get(k) for k in ("title", "body", "show")}, templates.step_context(run, rows))
     except TemplateError:
         return None
     return shown_payload(params, f"Approve step {task.step_id} of {spec.name}")
@@ -165,10 +160,9 @@ def refresh_payload(task_id: str, shown: dict[str, Any]) -> None:
     with db.write_session() as session:
         task = session.get(HumanTask, task_id)
         assert task is not None
-        run = session.get(Run, task.run_id, with_for_update=True)
-        assert run is not None
-        record_event(session, run, "human.payload_changed", step_id=task.step_id,
-                     payload={"task_id": task.id, "old_hash": task.payload_hash, "payload_hash": digest})
+        tx = transitions.within(session)
+        transitions.note(tx, transitions.locked(tx, task.run_id), "human.payload_changed", step_id=task.step_id,
+                         payload={"task_id": task.id, "old_hash": task.payload_hash, "payload_hash": digest})
         task.shown, task.title, task.body, task.payload_hash = shown, shown["title"], shown["body"], digest
     waits.store_wait(task.id, waits.HUMAN, task.run_id, task.step_id, level=task.level, payload_hash=digest,
                      deadline=task.deadline)
@@ -219,12 +213,23 @@ def _claim(task: HumanTask, actor: str, decision: str, quorum: int) -> waits.Cla
     return claim
 
 
-def _locked(session: Any, task: HumanTask) -> tuple[Run, HumanTask, StepRun]:
+@dataclass
+class Locked:
+    """A task's run (locked), the task and its step row, re-read inside one write transaction."""
+
+    tx: transitions.Tx
+    run: transitions.RunRow
+    task: HumanTask
+    row: StepRun
+
+
+def locked(session: Any, task: HumanTask) -> Locked:
     """Lock the run, then re-read the task and its step inside the transaction; refuse if either moved on."""
-    run = session.get(Run, task.run_id, with_for_update=True)
+    tx = transitions.within(session)
+    run = transitions.locked(tx, task.run_id)
     fresh = session.get(HumanTask, task.id, populate_existing=True)
-    row = session.get(StepRun, task.row_id)
-    assert run is not None and fresh is not None and row is not None
+    row = session.get(StepRun, task.row_id, populate_existing=True)
+    assert fresh is not None and row is not None
     refuse_closed(fresh)
     if run.status in TERMINAL_RUN:
         raise TaskExpired(f"run {run.id} already ended as {run.status}; task {task.id} can no longer be decided"
@@ -232,21 +237,22 @@ def _locked(session: Any, task: HumanTask) -> tuple[Run, HumanTask, StepRun]:
     if row.status != StepStatus.waiting.value:
         raise TaskExpired(f"step {row.step_id} of run {run.id} is {row.status}, not waiting; try again in a moment "
                           "if it is still being parked")
-    return run, fresh, row
+    return Locked(tx, run, fresh, row)
 
 
 def record_vote(task: HumanTask, actor: str, decision: str, input: Any, comment: str | None, quorum: int) -> None:
     """One approval towards a quorum, backed by a unique (task, actor) row."""
     try:
         with db.write_session() as session:
-            run, fresh, _ = _locked(session, task)
+            held = locked(session, task)
+            fresh = held.task
             session.add(Decision(id=new_id(), task_id=task.id, actor=actor, decision=decision, input=input,
                                  comment=comment, level=fresh.level, payload_hash=fresh.payload_hash, decided_at=utcnow()))
             session.flush()
             votes = session.scalar(select(func.count()).select_from(Decision).where(Decision.task_id == task.id))
-            record_event(session, run, "human.voted", actor=actor, step_id=task.step_id,
-                         payload={"task_id": task.id, "decision": decision, "comment": comment, "input": input,
-                                  "votes": votes, "quorum": quorum, "payload_hash": fresh.payload_hash})
+            transitions.note(held.tx, held.run, "human.voted", actor=actor, step_id=task.step_id,
+                             payload={"task_id": task.id, "decision": decision, "comment": comment, "input": input,
+                                      "votes": votes, "quorum": quorum, "payload_hash": fresh.payload_hash})
     except IntegrityError:
         raise AlreadyDecided(f"{actor} already voted on task {task.id}; each person votes once") from None
     except Exception:
@@ -260,8 +266,7 @@ def settle(task: HumanTask, actor: str, decision: str, *, input: Any = None, com
     at = utcnow()
     try:
         with db.write_session() as session:
-            run, fresh, row = _locked(session, task)
-            failed = _record_decision(session, run, fresh, row, actor, decision, input, comment, at, reason)
+            closed = _record_decision(session, locked(session, task), actor, decision, input, comment, at, reason)
     except IntegrityError:
         waits.release_claim(task.id, actor)
         refuse_closed(get_task(task.id))
@@ -269,12 +274,13 @@ def settle(task: HumanTask, actor: str, decision: str, *, input: Any = None, com
     except Exception:
         waits.release_claim(task.id, actor)
         raise
-    waits.after_resume(task.run_id, task.id, dispatch=not failed)
+    waits.after_resume(task.run_id, task.id, dispatch=closed is None, closed=closed or [])
 
 
-def _record_decision(session: Any, run: Run, task: HumanTask, row: StepRun, actor: str, decision: str, input: Any,
-                     comment: str | None, at: datetime, reason: str | None) -> bool:
-    """Write the decision and its effect; returns True if the run failed."""
+def _record_decision(session: Any, held: Locked, actor: str, decision: str, input: Any,
+                     comment: str | None, at: datetime, reason: str | None) -> list[str] | None:
+    """Write the decision and its effect; returns None if the run goes on, else the waits its failure closed."""
+    task, row = held.task, held.row
     session.add(Decision(id=new_id(), task_id=task.id, actor=actor, decision=decision, input=input, comment=comment,
                          level=task.level, payload_hash=task.payload_hash, decided_at=at, final_for=task.id))
     session.flush()
@@ -286,12 +292,12 @@ def _record_decision(session: Any, run: Run, task: HumanTask, row: StepRun, acto
         output["approvers"] = approvers
     task.status = TaskStatus.approved.value if decision == "approve" else TaskStatus.rejected.value
     task.decided_by, task.closed_at, task.output = actor, at, output
-    record_event(session, run, "human.decided", actor=actor, step_id=task.step_id,
-                 payload={"task_id": task.id, "decision": decision, "comment": comment, "input": input,
-                          "level": task.level, "payload_hash": task.payload_hash, **({"reason": reason} if reason else {})})
+    tx = transitions.within(session)  # flushed: the task is decided before the run's open waits close
+    transitions.note(tx, held.run, "human.decided", actor=actor, step_id=task.step_id,
+                     payload={"task_id": task.id, "decision": decision, "comment": comment, "input": input,
+                              "level": task.level, "payload_hash": task.payload_hash,
+                              **({"reason": reason} if reason else {})})
     if decision == "reject" and (task.policy or {}).get("on_reject") == "fail":
-        fail_waiting = f"rejected by {actor}" + (f": {comment}" if comment else "")
-        waits.fail_waiting_step(session, run, row, fail_waiting)
-        return True
-    waits.resume_step(session, run, row, output)
-    return False
+        return transitions.fail_waiting(tx, held.run, row.id, f"rejected by {actor}" + (f": {comment}" if comment else ""))
+    transitions.resume(tx, held.run, row.id, output)
+    return None

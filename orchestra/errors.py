@@ -22,8 +22,10 @@ Tree::
     │   ├── TaskExpired
     │   ├── PayloadChanged          what the approver saw is no longer what the task shows
     │   └── NotAssignee
-    └── AuthError                   missing or bad credentials
-        └── Forbidden               a role that may not do this
+    ├── AuthError                   missing or bad credentials
+    │   └── Forbidden               a role that may not do this
+    └── Unavailable                 Redis or the database cannot be reached (retryable)
+        └── NotEnqueued             a run is recorded, but the broker could not take it (carries .run_id)
 
 ``retryable`` says whether the step runtime should try the step again.
 """
@@ -177,3 +179,17 @@ class AuthError(OrchestraError):
 
 class Forbidden(AuthError):
     """Valid credentials whose role may not do this."""
+
+
+class Unavailable(OrchestraError):
+    """Redis or the results database cannot be reached; trying again later may work."""
+
+    retryable = True
+
+
+class NotEnqueued(Unavailable):
+    """The run is recorded as pending, but the broker could not take it; the sweeper dispatches it later."""
+
+    def __init__(self, message: str, run_id: str) -> None:
+        super().__init__(message)
+        self.run_id = run_id

@@ -18,9 +18,8 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from orchestra import db, notify, waits
-from orchestra.audit import record_event
-from orchestra.decisions import _locked, settle
+from orchestra import db, notify, transitions, waits
+from orchestra.decisions import locked, settle
 from orchestra.errors import WaitError
 from orchestra.models import HumanTask, SignalWait, TaskStatus, utcnow
 from orchestra.signals import expire_signal_wait
@@ -66,12 +65,13 @@ def apply_deadline(wait_id: str) -> str:
 def escalate(task: HumanTask, assignees: list[str]) -> str:
     """Reassign ``task`` to ``assignees`` at the next level and notify them."""
     with db.write_session() as session:
-        run, fresh, _ = _locked(session, task)
+        held = locked(session, task)
+        fresh = held.task
         previous, level = list(fresh.assignees or []), fresh.level + 1
         fresh.assignees, fresh.level = assignees, level
         fresh.deadline = next_deadline(fresh.policy or {}, level, fresh.created_at)
-        record_event(session, run, "human.escalated", actor=ESCALATION_ACTOR, step_id=fresh.step_id,
-                     payload={"task_id": fresh.id, "from_level": level - 1, "level": level, "assignees": assignees,
+        transitions.note(held.tx, held.run, "human.escalated", actor=ESCALATION_ACTOR, step_id=fresh.step_id,
+                         payload={"task_id": fresh.id, "from_level": level - 1, "level": level, "assignees": assignees,
                               "previous_assignees": previous,
                               "deadline": fresh.deadline.isoformat() if fresh.deadline else None})
         deadline = fresh.deadline
@@ -83,9 +83,10 @@ def escalate(task: HumanTask, assignees: list[str]) -> str:
 
 def _audit_escalation(task: HumanTask, action: str, after: float | None) -> None:
     with db.write_session() as session:
-        run, fresh, _ = _locked(session, task)
-        record_event(session, run, "human.escalated", actor=ESCALATION_ACTOR, step_id=fresh.step_id,
-                     payload={"task_id": fresh.id, "level": fresh.level, "action": action, "after_s": after})
+        held = locked(session, task)
+        transitions.note(held.tx, held.run, "human.escalated", actor=ESCALATION_ACTOR, step_id=held.task.step_id,
+                         payload={"task_id": held.task.id, "level": held.task.level, "action": action,
+                                  "after_s": after})
 
 
 def _claim_for_system(task: HumanTask, action: str) -> bool:
@@ -123,16 +124,18 @@ def time_out(task: HumanTask) -> str:
 def _expire(task: HumanTask, reason: str) -> str:
     try:
         with db.write_session() as session:
-            run, fresh, row = _locked(session, task)
+            held = locked(session, task)
+            fresh = held.task
             fresh.status, fresh.closed_at = TaskStatus.expired.value, utcnow()
             fresh.decided_by, fresh.output = ESCALATION_ACTOR, {"reason": reason}
-            record_event(session, run, "human.expired", actor=ESCALATION_ACTOR, step_id=fresh.step_id,
-                         payload={"task_id": fresh.id, "level": fresh.level, "reason": reason})
-            waits.fail_waiting_step(session, run, row, reason)
+            tx = transitions.within(session)  # flushed: the task is expired before the run's open waits close
+            transitions.note(tx, held.run, "human.expired", actor=ESCALATION_ACTOR, step_id=fresh.step_id,
+                             payload={"task_id": fresh.id, "level": fresh.level, "reason": reason})
+            closed = transitions.fail_waiting(tx, held.run, held.row.id, reason)
     except Exception:
         waits.release_claim(task.id, ESCALATION_ACTOR)
         raise
-    waits.after_resume(task.run_id, task.id, dispatch=False)
+    waits.after_resume(task.run_id, task.id, dispatch=False, closed=closed)
     return "expired"
 
 

@@ -23,6 +23,7 @@ SEMAPHORE = PREFIX + "sem:"  # connector concurrency slots
 BUDGET = PREFIX + "budget:"  # model token budgets
 LINK = PREFIX + "link:"  # single-use notification links
 SESSION = PREFIX + "session:"  # web UI sessions: session id -> API key id
+RUN_TASKS = PREFIX + "run-tasks:"  # set per run: the Celery task ids of its sent canvases, for a cancel to revoke
 RECONCILE = PREFIX + "reconcile"  # held while one sweeper restores waits Redis is missing
 
 _clients: dict[tuple[int, str], redis.Redis] = {}

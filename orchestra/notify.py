@@ -28,10 +28,9 @@ from celery import shared_task
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from tenacity import retry, stop_after_attempt, wait_exponential
 
-from orchestra import db, keys
-from orchestra.audit import record_event
+from orchestra import db, keys, transitions
 from orchestra.errors import AuthError, ConfigError, TaskExpired
-from orchestra.models import HumanTask, Run, TaskStatus
+from orchestra.models import HumanTask, TaskStatus
 from orchestra.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -198,10 +197,7 @@ def deliver(channel: Channel, task: HumanTask, reason: str) -> None:
 
 
 def _audit(task: HumanTask, type: str, payload: dict[str, Any]) -> None:
-    with db.write_session() as session:
-        run = session.get(Run, task.run_id, with_for_update=True)
-        if run is not None:
-            record_event(session, run, type, step_id=task.step_id, payload={"task_id": task.id, **payload})
+    transitions.audit(task.run_id, type, step_id=task.step_id, payload={"task_id": task.id, **payload})
 
 
 def send_notifications(task_id: str, reason: str) -> dict[str, str]:
@@ -243,8 +239,8 @@ def enqueue(task_id: str, reason: str) -> None:
         channels, _ = load_channels()
         if not channels:
             return
-        from orchestra.compiler import celery_app
+        from orchestra import broker
 
-        celery_app().send_task(NOTIFY_TASK, args=[task_id, reason], ignore_result=True)
+        broker.notify(task_id, reason)
     except Exception:  # noqa: BLE001 - notifications never fail the run
         log.exception("could not enqueue the notification of task %s", task_id)

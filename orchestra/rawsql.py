@@ -28,9 +28,9 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import JSON, Engine, Table
 
 from orchestra import db
-from orchestra.models import AuditEvent, Run, StepRun, UTCDateTime
+from orchestra.models import AuditEvent, HumanTask, Run, SignalWait, StepRun, UTCDateTime
 
-TABLES = {t.name: t for t in (cast(Table, Run.__table__), cast(Table, StepRun.__table__), cast(Table, AuditEvent.__table__))}
+TABLES = {t.name: t for t in (cast(Table, m.__table__) for m in (Run, StepRun, AuditEvent, HumanTask, SignalWait))}
 JSON_COLUMNS = frozenset(c.name for t in TABLES.values() for c in t.c if isinstance(c.type, JSON))
 TIME_COLUMNS = frozenset(c.name for t in TABLES.values() for c in t.c if isinstance(c.type, UTCDateTime))
 assert not JSON_COLUMNS & TIME_COLUMNS, "a column name means JSON in one table and a time in another"
@@ -99,6 +99,17 @@ class Tx:
             self.writes.append((sql, params, guard is not None))
             return 1
         return int(self._execute(sql, params).rowcount)
+
+    def execute(self, sql: str, **params: Any) -> int:
+        """A statement over several rows (``UPDATE ... WHERE run_id = ...``), unguarded; returns the rows changed.
+
+        A deferred ``Tx`` holds it back with its other writes and returns 0.
+        """
+        encoded = self._encode_all(params)
+        if self.writes is not None:
+            self.writes.append((sql, encoded, False))
+            return 0
+        return int(self._execute(sql, encoded).rowcount)
 
     def insert(self, table: str, rows: Iterable[dict[str, Any]]) -> None:
         rows = [self._encode_all(r) for r in rows]

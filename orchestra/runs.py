@@ -15,14 +15,13 @@ from typing import Any
 import jsonschema
 from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import RedisError
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from orchestra import db
-from orchestra.audit import record_event
-from orchestra.errors import Conflict, InputError, NotFound, OrchestraError
-from orchestra.ids import is_uuid, new_id
-from orchestra.models import NO_ITEM, TERMINAL_RUN, Run, RunStatus, StepRun, StepStatus, json_problem, utcnow
+from orchestra import broker, db, transitions, waits
+from orchestra.errors import Conflict, InputError, NotFound
+from orchestra.ids import is_uuid, new_id, resolve_id
+from orchestra.models import NO_ITEM, TERMINAL_RUN, Run, RunStatus, StepRun, json_problem, utcnow
 from orchestra.settings import get_settings
 from orchestra.spec import WorkflowSpec
 from orchestra.workflows import get_workflow
@@ -30,14 +29,7 @@ from orchestra.workflows import get_workflow
 log = logging.getLogger(__name__)
 
 
-class Unavailable(OrchestraError):
-    """The broker could not take the run; it is recorded as pending and will be dispatched later."""
-
-    retryable = True
-
-    def __init__(self, message: str, run_id: str) -> None:
-        super().__init__(message)
-        self.run_id = run_id
+_BROKER_ERRORS = (OSError, KombuOperationalError, RedisError)
 
 
 def validate_input(spec: WorkflowSpec, data: Any) -> None:
@@ -100,12 +92,10 @@ def submit_run(
     try:
         with db.write_session() as session:
             session.add(run)
-            session.flush()
-            session.add_all(StepRun(id=new_id(), run_id=run.id, step_id=s.id, item=NO_ITEM, status=StepStatus.pending.value,
-                                    attempts=0) for s in spec.steps)
-            record_event(session, run, "run.submitted", actor=actor,
-                         payload={"workflow": spec.name, "version": run.version, "input": data,
-                                  "idempotency_key": idempotency_key})
+            tx = transitions.within(session)
+            transitions.submitted(tx, transitions.locked(tx, run.id), [s.id for s in spec.steps], actor,
+                                  {"workflow": spec.name, "version": run.version, "input": data,
+                                   "idempotency_key": idempotency_key})
     except IntegrityError:
         if idempotency_key:
             existing = _find_idempotent(workflow, idempotency_key, request_hash)
@@ -113,7 +103,7 @@ def submit_run(
                 return existing, False
         raise
     if dispatch:
-        enqueue(run.id, spec)
+        broker.enqueue(run.id, spec)
     return run, True
 
 
@@ -126,40 +116,10 @@ def _find_idempotent(workflow: str, key: str, request_hash: str) -> Run | None:
     return run
 
 
-# Publishing fails fast when Redis is away; the sweeper dispatches pending runs once it is back.
-_PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
-
-
-def enqueue(run_id: str, spec: WorkflowSpec | None = None) -> None:
-    """Hand a recorded run to the workers.
-
-    A new run (``spec`` given) whose canvas is a plain chain of steps is sent
-    compiled: the workers start on its first step straight away. Any other run
-    goes as one small ``orchestra.advance`` message, and a worker compiles it
-    from the database. Neither publish touches the result backend, so a Redis
-    outage fails fast with ``Unavailable`` (the run stays as recorded) instead
-    of hanging in Celery's result consumer.
-    """
-    from orchestra.compiler import ADVANCE_TASK, celery_app, compile_run, is_plain_chain
-
-    try:
-        canvas = compile_run(spec, run_id, {}) if spec is not None else None
-        if canvas is not None and is_plain_chain(canvas):
-            canvas.apply_async(retry=True, retry_policy=_PUBLISH_RETRY)
-        else:
-            celery_app().send_task(ADVANCE_TASK, args=[run_id], ignore_result=True, retry=True,
-                                   retry_policy=_PUBLISH_RETRY)
-    except (OSError, KombuOperationalError, RedisError) as exc:
-        log.warning("run %s is recorded but could not be enqueued: %s", run_id, exc)
-        raise Unavailable(f"run {run_id} is recorded but Redis is unavailable; it will be dispatched when Redis is "
-                          "back. Sending the same request with the same idempotency key returns this run", run_id) from exc
-
-
 def get_run(run_id: str) -> Run:
-    if not is_uuid(run_id):
-        raise NotFound(f"'{run_id}' is not a run id; run ids are UUIDs, list them with `orchestra runs`")
+    """The run ``run_id`` names: a full id, or 8+ of its first or last characters (``orchestra.ids.resolve_id``)."""
     with db.read_session() as session:
-        run = session.get(Run, run_id)
+        run = session.get(Run, resolve_id(session, Run.id, run_id, noun="run", listing="orchestra runs"))
     if run is None:
         raise NotFound(f"no run {run_id}; list runs with `orchestra runs`")
     return run
@@ -169,7 +129,7 @@ def run_view(run_id: str) -> dict[str, Any]:
     """The run as the API shows it, steps in spec order."""
     run = get_run(run_id)
     with db.read_session() as session:
-        rows = list(session.scalars(select(StepRun).where(StepRun.run_id == run_id).order_by(StepRun.step_id, StepRun.item)))
+        rows = list(session.scalars(select(StepRun).where(StepRun.run_id == run.id).order_by(StepRun.step_id, StepRun.item)))
     spec = get_workflow(run.workflow, run.version)
     position = {sid: i for i, sid in enumerate(s.id for s in spec.steps)}
     rows.sort(key=lambda r: (position.get(r.step_id, 1 << 30), r.item))
@@ -220,48 +180,33 @@ def list_runs(*, workflow: str | None = None, status: str | None = None, limit: 
 
 
 def cancel_run(run_id: str, *, actor: str = "system", reason: str = "") -> Run:
-    """End a run that has not ended; its open steps become cancelled."""
+    """End a run that has not ended: its open steps are cancelled, its waits close, its queued messages are revoked.
+
+    A step still running stops at its worker's next heartbeat, which finds its lease gone.
+    """
     get_run(run_id)
     with db.write_session() as session:
-        run = session.get(Run, run_id, with_for_update=True)
-        assert run is not None
+        tx = transitions.within(session)
+        run = transitions.locked(tx, run_id)
         if run.status in TERMINAL_RUN:
             raise Conflict(f"run {run_id} already ended as {run.status}; only pending, running or waiting runs can be cancelled")
-        open_states = [StepStatus.pending.value, StepStatus.running.value, StepStatus.waiting.value]
-        session.execute(update(StepRun).where(StepRun.run_id == run_id, StepRun.status.in_(open_states))
-                        .values(status=StepStatus.cancelled.value, finished_at=utcnow(), lease_token=None,
-                                lease_expires_at=None))
-        run.status = RunStatus.cancelled.value
-        run.updated_at = utcnow()
-        run.error = reason or f"cancelled by {actor}"
-        record_event(session, run, "run.cancelled", actor=actor, payload={"reason": reason})
-        for hook in CANCEL_HOOKS:
-            hook(session, run, actor)
-    return run
-
-
-# Called inside the cancel transaction, e.g. to close a run's open human tasks.
-CANCEL_HOOKS: list[Any] = []
+        closed = transitions.cancel(tx, run, actor=actor, reason=reason)
+    waits.drop_waits(closed)
+    try:
+        broker.revoke_run(run_id)
+    except _BROKER_ERRORS as exc:  # the queued messages find the run cancelled and do nothing
+        log.warning("could not revoke the queued messages of cancelled run %s: %s", run_id, exc)
+    return get_run(run_id)
 
 
 def retry_run(run_id: str, *, actor: str = "system") -> Run:
     """Resume a failed run; steps that succeeded are kept and not run again."""
     get_run(run_id)
     with db.write_session() as session:
-        run = session.get(Run, run_id, with_for_update=True)
-        assert run is not None
+        tx = transitions.within(session)
+        run = transitions.locked(tx, run_id)
         if run.status != RunStatus.failed.value:
             raise Conflict(f"run {run_id} is {run.status}; only failed runs can be retried")
-        failed = list(session.scalars(select(StepRun).where(StepRun.run_id == run_id,
-                                                            StepRun.status == StepStatus.failed.value)))
-        for row in failed:
-            row.status, row.error, row.attempts = StepStatus.pending.value, None, 0
-            row.lease_token = row.lease_expires_at = row.finished_at = None
-        run.status, run.error, run.updated_at = RunStatus.running.value, None, utcnow()
-        record_event(session, run, "run.retried", actor=actor,
-                     payload={"steps": sorted({f"{r.step_id}" + (f"[{r.item}]" if r.item >= 0 else "") for r in failed})})
-    enqueue(run_id)
-    return run
-
-
-from orchestra import waits as _waits  # noqa: E402,F401 - registers the wait store's cancel and sweep hooks
+        transitions.retry(tx, run, actor=actor)
+    broker.enqueue(run_id)
+    return get_run(run_id)

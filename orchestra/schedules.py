@@ -130,7 +130,8 @@ def _claim(name: str, due: datetime, following: datetime) -> bool:
 
 def start_due(now: datetime | None = None) -> list[str]:
     """Start a run for every schedule that came due; returns the new run ids."""
-    from orchestra.runs import Unavailable, submit_run
+    from orchestra.errors import NotEnqueued
+    from orchestra.runs import submit_run
 
     now = now or utcnow()
     with db.read_session() as session:
@@ -146,7 +147,7 @@ def start_due(now: datetime | None = None) -> list[str]:
         key = f"schedule:{row.name}:{row.next_run_at.isoformat()}"
         try:
             run, _ = submit_run(row.workflow, row.input, idempotency_key=key, actor=f"schedule:{row.name}")
-        except Unavailable as exc:
+        except NotEnqueued as exc:
             run_id = exc.run_id  # recorded; the sweeper dispatches it
         except Exception:
             log.exception("schedule %s could not start a run of %s", row.name, row.workflow)

@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     stall_seconds: float = Field(default=30.0, description="A running run with no progress for this long is re-dispatched.")
     visibility_timeout: int = Field(default=3600, description="Redis broker visibility timeout, in seconds.")
     segment_size: int = Field(default=16, description="Steps compiled into one canvas segment.")
+    max_recoveries: int = Field(default=3, ge=1, description="Lease lapses (its worker died) after which a step is abandoned.")
     max_for_each_items: int = Field(default=5000, description="The most items one for_each may fan out to.")
 
     # API.

@@ -13,13 +13,12 @@ from typing import TYPE_CHECKING, Any
 import jsonschema
 from sqlalchemy import select
 
-from orchestra import db
-from orchestra.audit import record_event
+from orchestra import db, transitions
 from orchestra.errors import Conflict, InputError
 from orchestra.ids import new_id
 from orchestra.models import TERMINAL_RUN, Run, Signal, SignalWait, StepRun, StepStatus, TaskStatus, utcnow
 from orchestra.runs import get_run
-from orchestra.waits import after_resume, fail_waiting_step, resume_step
+from orchestra.waits import after_resume
 from orchestra.workflows import get_workflow
 
 if TYPE_CHECKING:
@@ -53,7 +52,7 @@ def validate_signal(schema: dict[str, Any] | None, name: str, payload: Any) -> N
              "msg": f"{e.message}; send a payload that matches the signal step's `schema`"} for e in errors])
 
 
-def _refuse_ended(run: Run) -> None:
+def _refuse_ended(run: Run | transitions.RunRow) -> None:
     if run.status in TERMINAL_RUN:
         raise Conflict(f"run {run.id} already ended as {run.status}; a signal can only resume a pending, running "
                        "or waiting run")
@@ -70,12 +69,13 @@ def _parked_wait(session: Any, run_id: str, name: str) -> tuple[SignalWait, Step
     return None
 
 
-def _receive(session: Any, run: Run, wait: SignalWait, row: StepRun, signal: Signal) -> None:
+def _receive(session: Any, run: transitions.RunRow, wait: SignalWait, row: StepRun, signal: Signal) -> None:
     signal.consumed_at, signal.wait_id = utcnow(), wait.id
     wait.status, wait.closed_at = RECEIVED, utcnow()
-    record_event(session, run, "signal.consumed", actor=signal.actor, step_id=wait.step_id,
-                 payload={"name": wait.name, "signal_id": signal.id, "wait_id": wait.id})
-    resume_step(session, run, row, signal.payload)
+    tx = transitions.within(session)
+    transitions.note(tx, run, "signal.consumed", actor=signal.actor, step_id=wait.step_id,
+                     payload={"name": wait.name, "signal_id": signal.id, "wait_id": wait.id})
+    transitions.resume(tx, run, row.id, signal.payload)
 
 
 def deliver_signal(run_id: str, name: str, payload: Any = None, actor: str = "system") -> dict[str, Any]:
@@ -84,14 +84,14 @@ def deliver_signal(run_id: str, name: str, payload: Any = None, actor: str = "sy
     _refuse_ended(run)
     validate_signal(_signal_schema(run, name), name, payload)
     with db.write_session() as session:
-        locked = session.get(Run, run_id, with_for_update=True)
-        assert locked is not None
+        tx = transitions.within(session)
+        locked = transitions.locked(tx, run_id)
         _refuse_ended(locked)
         signal = Signal(id=new_id(), run_id=run_id, name=name, payload=payload, actor=actor, received_at=utcnow())
         session.add(signal)
         parked = _parked_wait(session, run_id, name)
-        record_event(session, locked, "signal.received", actor=actor,
-                     payload={"name": name, "signal_id": signal.id, "payload": payload, "buffered": parked is None})
+        transitions.note(transitions.within(session), locked, "signal.received", actor=actor,
+                         payload={"name": name, "signal_id": signal.id, "payload": payload, "buffered": parked is None})
         if parked is not None:
             _receive(session, locked, parked[0], parked[1], signal)
     if parked is not None:
@@ -99,13 +99,13 @@ def deliver_signal(run_id: str, name: str, payload: Any = None, actor: str = "sy
     return {"id": signal.id, "run_id": run_id, "name": name, "status": "delivered" if parked else "buffered"}
 
 
-def _open_wait(session: Session, wait_id: str) -> tuple[SignalWait, Run, StepRun] | None:
+def _open_wait(session: Session, wait_id: str) -> tuple[SignalWait, transitions.RunRow, StepRun] | None:
     """The open wait, its run (locked) and its waiting step row, or None if any of them moved on."""
     wait = session.get(SignalWait, wait_id)
     if wait is None or wait.status != TaskStatus.open.value:
         return None
-    run = session.get(Run, wait.run_id, with_for_update=True)
-    row = session.get(StepRun, wait.row_id)
+    run = transitions.lock_run(transitions.within(session), wait.run_id)
+    row = session.get(StepRun, wait.row_id, populate_existing=True)
     if run is None or row is None or row.status != StepStatus.waiting.value:
         return None
     return wait, run, row
@@ -137,7 +137,8 @@ def expire_signal_wait(wait_id: str) -> bool:
         if wait.deadline is not None and wait.deadline > utcnow():
             return False
         wait.status, wait.closed_at = TaskStatus.expired.value, utcnow()
-        fail_waiting_step(session, run, row, f"no signal '{wait.name}' arrived before its timeout "
-                                             f"({wait.deadline.isoformat() if wait.deadline else 'none'})")
-    after_resume(wait.run_id, wait.id, dispatch=False)
+        closed = transitions.fail_waiting(transitions.within(session), run, row.id,
+                                          f"no signal '{wait.name}' arrived before its timeout "
+                                          f"({wait.deadline.isoformat() if wait.deadline else 'none'})")
+    after_resume(wait.run_id, wait.id, dispatch=False, closed=closed)
     return True

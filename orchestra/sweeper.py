@@ -8,14 +8,13 @@ compare-and-set on the row it is about.
   ``lease_seconds`` + ``sweep_seconds``, not after the broker's visibility timeout.
 - A pending or running run that made no progress for ``stall_seconds`` and holds
   no live lease is re-dispatched; this covers runs recorded while Redis was down.
-- ``SWEEP_HOOKS`` run on every tick, e.g. the deadline sweep of parked waits.
+- The wait store's sweeps run on every tick: due deadlines, and waits Redis lost.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from datetime import timedelta
 
 from sqlalchemy import exists, select, update
@@ -24,13 +23,12 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import RedisError
 from sqlalchemy.exc import OperationalError
 
-from orchestra import db, keys
+from orchestra import broker, db, keys, waits
 from orchestra.models import Run, RunStatus, StepRun, StepStatus, utcnow
 from orchestra.settings import get_settings
 
 log = logging.getLogger(__name__)
 
-SWEEP_HOOKS: list[Callable[[], object]] = []
 CELERY_QUEUE = "celery"  # Celery's default queue, a Redis list
 
 
@@ -55,11 +53,9 @@ def reap_lapsed_leases() -> int:
             ).rowcount  # type: ignore[attr-defined]
         if won:
             runs.add(run_id)
-    from orchestra.runs import enqueue  # runs imports the wait store, which registers hooks here
-
     for run_id in runs:
         log.warning("run %s: a step's lease lapsed (its worker died?); re-dispatching", run_id)
-        enqueue(run_id)
+        broker.enqueue(run_id)
     return len(runs)
 
 
@@ -69,8 +65,6 @@ def redispatch_stalled() -> int:
     While the broker queue holds a backlog a quiet run is most likely waiting its
     turn, so the wait is ten times longer: re-dispatching it would only add load.
     """
-    from orchestra.runs import enqueue  # runs imports the wait store, which registers hooks here
-
     now = utcnow()
     stall = get_settings().stall_seconds * (10 if _backlog() else 1)
     cutoff = now - timedelta(seconds=stall)
@@ -87,7 +81,7 @@ def redispatch_stalled() -> int:
             won = session.execute(update(Run).where(Run.id == run_id, Run.updated_at == old).values(updated_at=now)).rowcount  # type: ignore[attr-defined]
         if won:
             log.warning("run %s made no progress for %ss; re-dispatching", run_id, stall)
-            enqueue(run_id)
+            broker.enqueue(run_id)
             count += 1
     return count
 
@@ -101,7 +95,7 @@ def _backlog() -> bool:
 
 def sweep_once() -> None:
     """One pass of every sweep; a failing part is logged and does not stop the others."""
-    for part in (reap_lapsed_leases, redispatch_stalled, *SWEEP_HOOKS):
+    for part in (reap_lapsed_leases, redispatch_stalled, waits.reconcile_waits, waits.sweep_deadlines):
         name = getattr(part, "__name__", part)
         try:
             part()

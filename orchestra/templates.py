@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from collections.abc import Iterable
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, nodes
@@ -109,3 +110,10 @@ def step_references(value: Any, *, expression: bool = False) -> set[str]:
             elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
                 found.add(node.arg.value)
     return found
+
+
+def step_context(run: Any, rows: Iterable[Any], item: Any = None) -> dict[str, Any]:
+    """What templates and conditions see: the run's input, each top-level step's output and status, ``item``."""
+    steps = {r.step_id: {"output": r.output, "status": r.status} for r in rows if r.item < 0}
+    return {"input": run.input, "steps": steps, "item": item,
+            "run": {"id": run.id, "workflow": run.workflow, "version": run.version, "submitted_by": run.submitted_by}}

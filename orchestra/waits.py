@@ -13,35 +13,25 @@ Two Lua scripts keep concurrent processes honest:
   score a lease into the future; a sweeper that dies mid-way leaves it to be
   claimed again once that lease lapses.
 
-Resuming a run is one write transaction (mark the waiting step succeeded or
-failed, set the run running, audit) followed by ``runs.enqueue``, whose worker
-recompiles what remains from the database.
+Resuming a run is one write transaction (``orchestra.transitions`` marks the
+waiting step succeeded or failed and audits it) followed by ``broker.enqueue``,
+whose worker recompiles what remains from the database. A run that ends closes
+its waits in the same transaction; ``drop_waits`` then forgets them in Redis.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import select
 
-from orchestra import db, keys
-from orchestra.audit import record_event
-from orchestra.models import (
-    TERMINAL_RUN,
-    Decision,
-    HumanTask,
-    Run,
-    RunStatus,
-    SignalWait,
-    StepRun,
-    StepStatus,
-    TaskStatus,
-    utcnow,
-)
+from orchestra import broker, db, keys
+from orchestra.errors import NotEnqueued
+from orchestra.models import Decision, HumanTask, SignalWait, StepRun, StepStatus, TaskStatus, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -134,64 +124,27 @@ def claim_due(now: datetime | None = None, limit: int = DUE_BATCH) -> list[str]:
     return [str(d) for d in due]
 
 
-def resume_step(session: Session, run: Run, row: StepRun, output: Any) -> None:
-    """Mark a waiting step succeeded with ``output`` and the run running again (caller audits, then dispatches)."""
-    now = utcnow()
-    row.status, row.output, row.error, row.finished_at = StepStatus.succeeded.value, output, None, now
-    if run.status not in TERMINAL_RUN:
-        run.status = RunStatus.running.value
-    run.updated_at = now
-    record_event(session, run, "step.succeeded", step_id=row.step_id,
-                 payload={"attempt": row.attempts, **({"item": row.item} if row.item >= 0 else {})})
-
-
-def fail_waiting_step(session: Session, run: Run, row: StepRun, message: str) -> None:
-    """Fail a waiting step, and with it the run, recording why."""
-    now = utcnow()
-    row.status, row.error, row.finished_at = StepStatus.failed.value, message, now
-    record_event(session, run, "step.failed", step_id=row.step_id, payload={"attempt": row.attempts, "error": message})
-    if run.status not in TERMINAL_RUN:
-        run.status, run.error, run.updated_at = RunStatus.failed.value, f"step {row.step_id} failed: {message}", now
-        record_event(session, run, "run.failed", payload={"step": row.step_id, "error": message})
-
-
-def after_resume(run_id: str, wait_id: str, *, dispatch: bool) -> None:
-    """Once the resume is committed: forget the Redis wait and hand what remains of the run to the workers.
-
-    The resume is already recorded, so a broker outage here only delays the run:
-    the sweeper re-dispatches a running run that makes no progress.
-    """
-    from orchestra.runs import Unavailable, enqueue
-
-    try:
-        drop_wait(wait_id)
-    except Exception:  # noqa: BLE001 - the database is the truth; a stale wait is harmless
-        log.exception("could not drop wait %s from Redis", wait_id)
-    if dispatch:
-        try:
-            enqueue(run_id)
-        except Unavailable as exc:
-            log.warning("%s", exc.message)
-
-
-def close_open_waits(session: Session, run: Run, actor: str) -> None:
-    """A cancel hook: close the run's open tasks and signal waits, and drop them from Redis."""
-    now = utcnow()
-    ids: list[str] = []
-    for model in (HumanTask, SignalWait):
-        found = list(session.scalars(select(model.id).where(model.run_id == run.id,
-                                                             model.status == TaskStatus.open.value)))
-        if found:
-            session.execute(update(model).where(model.id.in_(found))
-                            .values(status=TaskStatus.cancelled.value, closed_at=now))
-            ids.extend(found)
-    if ids:
-        record_event(session, run, "wait.closed", actor=actor, payload={"waits": ids, "reason": "run cancelled"})
-    for wait_id in ids:
+def drop_waits(wait_ids: Iterable[str]) -> None:
+    """Forget the waits a transition closed (its run ended), once that is committed."""
+    for wait_id in wait_ids:
         try:
             drop_wait(wait_id)
         except Exception:  # noqa: BLE001 - recover() skips closed waits, and a stale one is refused
             log.exception("could not drop wait %s from Redis", wait_id)
+
+
+def after_resume(run_id: str, wait_id: str, *, dispatch: bool, closed: Sequence[str] = ()) -> None:
+    """Once the resume is committed: forget the Redis waits and hand what remains of the run to the workers.
+
+    The resume is already recorded, so a broker outage here only delays the run:
+    the sweeper re-dispatches a running run that makes no progress.
+    """
+    drop_waits([wait_id, *closed])
+    if dispatch:
+        try:
+            broker.enqueue(run_id)
+        except NotEnqueued as exc:
+            log.warning("%s", exc.message)
 
 
 def _open_waits() -> tuple[list[HumanTask], list[SignalWait], list[tuple[str, str]]]:
@@ -224,7 +177,7 @@ def recover() -> int:
     """Rebuild every open wait, deadline and quorum vote in Redis from the database; returns how many waits."""
     tasks, signals, votes = _open_waits()
     _store([*tasks, *signals], votes)
-    redeclare_queues()
+    broker.redeclare_queues()
     count = len(tasks) + len(signals)
     log.info("recovered %d waits into Redis", count)
     return count
@@ -247,20 +200,9 @@ def reconcile_waits(every: float = 30.0) -> int:
     missing = [w for w, present in zip(waits, pipe.execute()) if not present]
     if missing:
         log.warning("restoring %d waits that Redis was missing", len(missing))
-        redeclare_queues()
+        broker.redeclare_queues()
         _store(missing, votes)
     return len(missing)
-
-
-def redeclare_queues() -> None:
-    """Re-create the broker's queue bindings, which a Redis that lost its data no longer routes to."""
-    from orchestra.compiler import celery_app
-
-    app = celery_app()
-    with app.connection_for_write() as conn:
-        channel = conn.default_channel
-        for queue in app.amqp.queues.values():
-            queue(channel).declare()
 
 
 def restore_wait(wait_id: str) -> bool:
@@ -292,17 +234,3 @@ def sweep_deadlines() -> int:
         except Exception:  # noqa: BLE001 - one bad wait must not stop the others; it is retried after DUE_LEASE
             log.exception("deadline of wait %s failed; it will be retried", wait_id)
     return len(due)
-
-
-def install_hooks() -> None:
-    """Register the cancel and sweep hooks (idempotent)."""
-    from orchestra import runs, sweeper
-
-    if close_open_waits not in runs.CANCEL_HOOKS:
-        runs.CANCEL_HOOKS.append(close_open_waits)
-    for hook in (reconcile_waits, sweep_deadlines):
-        if hook not in sweeper.SWEEP_HOOKS:
-            sweeper.SWEEP_HOOKS.append(hook)
-
-
-install_hooks()

@@ -24,7 +24,7 @@ from orchestra.errors import (
     AuthError, ConfigError, Conflict, ErrorList, Forbidden, NotAssignee, NotFound, OrchestraError,
 )
 from orchestra.models import json_problem
-from orchestra.runs import Unavailable
+from orchestra.errors import Unavailable
 
 log = logging.getLogger(__name__)
 

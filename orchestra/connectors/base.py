@@ -203,18 +203,12 @@ def build(config: ConnectorConfig) -> Connector:
 
 
 def audit_call(call: StepCall, type: str, payload: dict[str, Any]) -> None:
-    """Append one audit event for ``call``'s run, in its own write transaction."""
-    from orchestra import db
-    from orchestra.audit import record_event
-    from orchestra.models import Run
+    """Audit one connector call (``http.called``, ``guardrail.blocked``, ...) with the step's outcome.
 
-    with db.write_session() as session:
-        run = session.get(Run, call.run_id, with_for_update=True)
-        if run is None:
-            log.warning("run %s is gone; not auditing %s", call.run_id, type)
-            return
-        body = {**payload, **({"item": call.item} if call.item >= 0 else {}), "attempt": call.attempt}
-        record_event(session, run, type, actor=call.actor, step_id=call.step_id, payload=redact(body))
+    The event joins the step's journal, which ``orchestra.transitions`` writes in the
+    transaction that records how the step ended, secrets redacted.
+    """
+    call.record(type, redact(payload))
 
 
 M = TypeVar("M", bound=BaseModel)

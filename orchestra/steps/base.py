@@ -30,6 +30,12 @@ class StepCall:
     context: dict[str, Any]  # what templates see: input, steps, item, run
     actor: str  # who submitted the run
     execution_id: str  # the StepRun row id
+    journal: list[dict[str, Any]] = field(default_factory=list, compare=False)  # events to audit with the outcome
+
+    def record(self, type: str, payload: dict[str, Any]) -> None:
+        """Audit ``type`` for this call; written in the transaction that records the step's outcome."""
+        body = {**payload, **({"item": self.item} if self.item >= 0 else {}), "attempt": self.attempt}
+        self.journal.append({"type": type, "actor": self.actor, "step_id": self.step_id, "payload": body})
 
     @property
     def idempotency_key(self) -> str:

@@ -13,11 +13,10 @@ from typing import Any
 
 from sqlalchemy import select
 
-from orchestra import db
-from orchestra.audit import record_event
+from orchestra import db, transitions
 from orchestra.errors import StepError
 from orchestra.ids import new_id
-from orchestra.models import TERMINAL_RUN, Run, Signal, SignalWait, TaskStatus, utcnow
+from orchestra.models import TERMINAL_RUN, Signal, SignalWait, TaskStatus, utcnow
 from orchestra.spec import parse_duration
 from orchestra.steps.base import Park, StepCall, StepKind, register_kind
 
@@ -37,13 +36,14 @@ def open_wait(call: StepCall) -> tuple[SignalWait | None, Any]:
     timeout = call.params.get("timeout", call.step.timeout)
     now = utcnow()
     with db.write_session() as session:
-        run = session.get(Run, call.run_id, with_for_update=True)
+        tx = transitions.within(session)
+        run = transitions.lock_run(tx, call.run_id)
         if run is None or run.status in TERMINAL_RUN:
             raise StepError(f"run {call.run_id} ended before its signal step parked", retryable=False)
         early = _take_buffered(session, call.run_id, name, None)
         if early is not None:
-            record_event(session, run, "signal.consumed", step_id=call.step_id,
-                         payload={"name": name, "signal_id": early.id, "early": True})
+            transitions.note(transitions.within(session), run, "signal.consumed", step_id=call.step_id,
+                             payload={"name": name, "signal_id": early.id, "early": True})
             return None, early.payload
         wait = session.scalars(select(SignalWait).where(SignalWait.row_id == call.execution_id,
                                                         SignalWait.attempt == call.attempt)).first()

@@ -104,7 +104,9 @@ def test_flower_sees_workflow_and_step_in_the_task_name():
 
 def test_the_real_first_message_of_a_200_step_run_is_under_8_kb(redis_client):
     spec = linear(200)
-    sig = compile_run(spec, "01900000-0000-7000-8000-000000000000", {})
+    from orchestra.broker import celery_app
+
+    sig = compile_run(spec, "01900000-0000-7000-8000-000000000000", {}, app=celery_app())
     sig.tasks[0].set(queue="size-probe")
     redis_client.delete("size-probe")
     sig.apply_async()

@@ -161,7 +161,7 @@ steps:
 def test_a_decision_while_the_broker_is_down_is_kept_and_the_run_resumes_later(workers, register, monkeypatch):
     from celery import Celery
 
-    import orchestra.compiler as compiler
+    import orchestra.broker as broker
 
     name = unique("outage")
     register(approval_spec(name))
@@ -169,7 +169,7 @@ def test_a_decision_while_the_broker_is_down_is_kept_and_the_run_resumes_later(w
     task = open_task_of(run.id)
     dead = Celery("dead", broker="redis://127.0.0.1:1/0")
     dead.conf.broker_connection_timeout = 0.5
-    monkeypatch.setattr(compiler, "celery_app", lambda: dead)
+    monkeypatch.setattr(broker, "_app", dead)
     decided = decide(task["id"], "approve", "alice")  # recorded, though nothing could be published
     assert decided["status"] == "approved"
     monkeypatch.undo()

@@ -247,8 +247,9 @@ steps:
 
 
 def test_the_last_step_ends_the_run_in_the_transaction_that_records_its_output(register):
-    from orchestra.runtime import Outcome, claim_step, complete_step
+    from orchestra import transitions
     from orchestra.runs import get_run
+    from orchestra.transitions import Outcome
 
     name = unique("last")
     register(f"""
@@ -260,9 +261,9 @@ outputs: {{total: "{{{{ steps.two.output }}}}"}}
 """)
     run, _ = submit_run(name, {}, dispatch=False)
     for step_id, output, last in (("one", 3, False), ("two", 7, True)):
-        claim = claim_step(run.id, step_id, -1)
-        assert claim.outcome == Outcome.RUN and claim.call is not None
-        assert complete_step(run.id, claim.call.execution_id, claim.token, output, finish=last)
+        claim = transitions.claim(run.id, step_id, -1)
+        assert claim.outcome == Outcome.RUN
+        assert transitions.succeed(claim, output, [], finish_run=last)
     view = get_run(run.id)
     assert (view.status, view.output) == ("succeeded", {"total": 7})  # no worker, sweeper or finish message needed
     assert events_of(run.id)[-2:] == ["step.succeeded:two", "run.succeeded"]

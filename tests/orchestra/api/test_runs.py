@@ -217,11 +217,11 @@ def test_redis_down_gets_503_and_the_run_is_dispatched_after_it_returns(
     """The API's broker is unreachable; the run is recorded pending and the workers' sweeper dispatches it."""
     from celery import Celery
 
-    import orchestra.compiler as compiler
+    import orchestra.broker as broker
 
     dead = Celery("dead", broker="redis://127.0.0.1:1/0")
     dead.conf.broker_connection_timeout = 0.5
-    monkeypatch.setattr(compiler, "celery_app", lambda: dead)
+    monkeypatch.setattr(broker, "_app", dead)
     name = workflow()
     body = {"workflow": name, "input": {"order_id": "A1"}, "idempotency_key": "during-outage"}
     response = api.post("/v1/runs", json=body, headers=key("submitter", name="outage-service"))
