@@ -117,8 +117,8 @@ def isolated_workers(_pool: WorkerPool, stack: Stack) -> Iterator[Callable[..., 
     started: list[Worker] = []
 
     def start(concurrency: int = 2, env: dict[str, str] | None = None, ready: bool = True,
-              supervised: bool = False) -> Worker:
-        worker = Worker(stack.env, stack.tmp, concurrency=concurrency, extra_env=env, supervised=supervised)
+              supervised: bool = False, app: str = "workers.app") -> Worker:
+        worker = Worker(stack.env, stack.tmp, concurrency=concurrency, extra_env=env, supervised=supervised, app=app)
         started.append(worker)
         return worker.wait_ready() if ready else worker
 

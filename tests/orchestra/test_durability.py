@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
+from collections import Counter
 
 from orchestra.runs import submit_run
 from tests.support.harness import wait_for_run, wait_until
@@ -46,12 +48,21 @@ steps:
   - {{id: long, uses: "task:tests.support.steps.slow", with: {{key: {key}, seconds: 14}}}}
 """)
     short_visibility = {"ORCHESTRA_VISIBILITY_TIMEOUT": "3"}
-    isolated_workers(concurrency=2, env=short_visibility)
-    isolated_workers(concurrency=1, env=short_visibility)
+    workers = [isolated_workers(concurrency=2, env=short_visibility, app="tests.support.redelivering"),
+               isolated_workers(concurrency=1, env=short_visibility, app="tests.support.redelivering")]
     run, _ = submit_run(key, {})
+
+    def deliveries(outcome: str) -> Counter[str]:
+        pattern = re.compile(rf"Task {re.escape(key)}\.long\[([0-9a-f-]+)\] {outcome}")
+        return Counter(m for w in workers for m in pattern.findall(w.log.read_text(errors="replace")))
+
+    # the broker hands the step's message out again while the first delivery is still running it
+    redelivered = wait_until(lambda: [t for t, n in deliveries("received").items() if n >= 2], timeout=30,
+                             what="the broker to redeliver the long step's message")
     view = wait_for_run(run.id, statuses=("succeeded", "failed"), timeout=60)
     assert view["status"] == "succeeded"
-    time.sleep(2)
+    wait_until(lambda: all(deliveries("succeeded").get(t, 0) >= 2 for t in redelivered), timeout=30,
+               what="every delivery of the message to be done")
     assert redis_client.get(f"{key}:started") == "1"
     assert redis_client.get(f"{key}:done") == "1"
     assert view["steps"][0]["attempts"] == 1

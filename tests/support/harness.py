@@ -20,12 +20,12 @@ class Worker:
     _count = 0
 
     def __init__(self, env: dict[str, str], log_dir: Path, concurrency: int = 2, extra_env: dict[str, str] | None = None,
-                 supervised: bool = False):
+                 supervised: bool = False, app: str = "workers.app"):
         Worker._count += 1
         self.name = f"w{Worker._count}-{os.getpid()}@test"
         self.log = log_dir / f"{self.name.split('@')[0]}.log"
         full_env = {**env, **(extra_env or {})}
-        args = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-c", str(concurrency), "-l", "info",
+        args = [sys.executable, "-m", "celery", "-A", app, "worker", "-c", str(concurrency), "-l", "info",
                 "-n", self.name, "--without-gossip", "--without-mingle", "-E"]
         if supervised:  # as operators run it: `orchestra worker`, which restarts a worker that dies on its own
             args = [sys.executable, "-m", "orchestra.cli", "worker", "-c", str(concurrency)]
