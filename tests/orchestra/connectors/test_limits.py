@@ -19,8 +19,12 @@ COUNT_TOKENS = """
 import sys, time
 from orchestra.errors import RateLimited
 from orchestra.connectors.limits import take_token
-name, rate, until = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
-while time.time() < until - float(sys.argv[4]):
+from orchestra.keys import client
+name, rate, window = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+client().ping()  # imported and connected: only the counting is left
+print("ready", flush=True)
+until = float(sys.stdin.readline())
+while time.time() < until - window:
     time.sleep(0.01)
 taken = []
 while time.time() < until:
@@ -29,7 +33,7 @@ while time.time() < until:
         taken.append(time.time())
     except RateLimited as exc:
         time.sleep(min(exc.retry_after, 0.01))
-print(len(taken))
+print(len(taken), flush=True)
 """
 
 
@@ -62,10 +66,16 @@ def test_the_bucket_refills_at_its_rate():
 
 def test_a_rate_limit_holds_across_two_processes():
     name, rate, window = unique("shared"), 10.0, 2.0
-    until = time.time() + 5.0 + window  # both processes start counting at the same moment
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    procs = [subprocess.Popen([sys.executable, "-c", COUNT_TOKENS, name, str(rate), str(until), str(window)], env=env,
-                              stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [subprocess.Popen([sys.executable, "-c", COUNT_TOKENS, name, str(rate), str(window)], env=env,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    for proc in procs:  # however long a loaded machine takes to start them
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    until = time.time() + 0.5 + window  # both start counting at the same moment, after both are ready
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write(f"{until}\n")
+        proc.stdin.flush()
     counts = [int(p.communicate(timeout=30)[0].strip()) for p in procs]
 
     assert sum(counts) <= rate * window + 2  # one token of burst, one of timing slack
