@@ -10,7 +10,7 @@ import pytest
 import yaml
 from sqlalchemy import select
 
-from orchestra import db, keys
+from orchestra import db, keys, transitions
 from orchestra.audit import list_events, verify_chain
 from orchestra.connectors.base import parse_connectors, registry
 from orchestra.ids import new_id
@@ -57,7 +57,7 @@ def create_run(workflow: str) -> str:
 
 
 @pytest.fixture
-def make_call() -> Callable[..., StepCall]:
+def make_call() -> Iterator[Callable[..., StepCall]]:
     """``make_call(spec, step_id, params=None, item=-1, run_id=None)``: a StepCall on a real run row."""
 
     def make(spec: str | dict[str, Any], step_id: str, params: dict[str, Any] | None = None, *, item: int = -1,
@@ -73,15 +73,32 @@ def make_call() -> Callable[..., StepCall]:
                               attempts=attempt)
                 session.add(row)
             row_id = row.id
-        return StepCall(run_id=run_id, step_id=step_id, item=item, attempt=attempt,
+        call = StepCall(run_id=run_id, step_id=step_id, item=item, attempt=attempt,
                         spec=workflow, step=step, params=step.with_ if params is None else params,
                         context=context or {"input": {}, "steps": {}}, actor="tester", execution_id=row_id)
+        _made.append(call)
+        return call
 
-    return make
+    yield make
+    _made.clear()
+
+
+_made: list[StepCall] = []  # the calls make_call handed out: their journals are written as the runtime would
+
+
+def _write_journals(run_id: str) -> None:
+    """Write what the calls of ``run_id`` audited, as the runtime does with a step's outcome."""
+    for call in _made:
+        if call.run_id == run_id:
+            for entry in call.journal:
+                transitions.audit(run_id, entry["type"], actor=entry["actor"], step_id=entry["step_id"],
+                                  payload=entry["payload"])
+            call.journal.clear()
 
 
 def audit_of(run_id: str) -> list[dict[str, Any]]:
     """The run's audit events as ``{type, payload}``, after checking the chain."""
+    _write_journals(run_id)
     with db.read_session() as session:
         events = list_events(session, run_id)
         assert verify_chain(events).verified
