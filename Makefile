@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install bench typecheck clean
+.PHONY: run test install bench typecheck clean chaos
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,13 @@ typecheck: $(STAMP)
 test: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/pytest -q
+
+# The randomized fault test (tests/chaos): `make chaos` runs CHAOS_SEEDS (200) and prints a table;
+# `make chaos SEED=17` replays one seed (or SEED=3,17). CHAOS_BUDGET bounds the seconds spent.
+CHAOS_SEEDS ?= 1-200
+CHAOS_BUDGET ?= 2400
+chaos: $(STAMP)
+	SEED="$(SEED)" CHAOS_SEEDS="$(CHAOS_SEEDS)" CHAOS_BUDGET="$(CHAOS_BUDGET)" $(BIN)/pytest -q tests/chaos
 
 bench: $(STAMP)
 	$(BIN)/python bench/overhead.py

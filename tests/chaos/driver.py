@@ -121,9 +121,9 @@ class BatchResult:
 
 class Batch:
     def __init__(self, plans: list[SeedPlan], server: EffectsServer, workers: Workers, register: Callable[[str], Any],
-                 deadline: float = 75.0) -> None:
+                 deadline: float = 50.0) -> None:
         self.plans, self.server, self.workers, self.register = plans, server, workers, register
-        self.deadline = deadline + (30.0 if any(p.flush_after or p.kill_worker for p in plans) else 0.0)
+        self.deadline = deadline + (25.0 if any(p.flush_after or p.kill_worker for p in plans) else 0.0)
         self.states = [RunState(run) for p in plans for run in p.runs]
         self.faults: Counter[str] = Counter()
         self.batch_faults: list[str] = []
@@ -139,7 +139,7 @@ class Batch:
 
         began = time.monotonic()
         nonce = uuid.uuid4().hex[:6]
-        holds_before = self.workers.log_count("RateLimited")
+        retries_before = self.workers.log_count("retry: Retry in")
         for state in self.states:
             state.plan.name = f"chaos-{state.plan.seed}-{state.plan.index}-{nonce}"
             self.register(state.plan.spec_text())
@@ -160,17 +160,15 @@ class Batch:
         self._quiesce()
         violations: list[Violation] = []
         for state in self.states:
-            observed = {"notes": state.notes}
-            found = check(state.plan, state.run_id, self.server, observed)
-            if state in stuck:
-                found.insert(0, Violation(state.plan.seed, state.plan.index, state.run_id, "final_state",
-                                          state.notes[-1]))
-            violations.extend(found)
+            observed = {"notes": state.notes, "deadline": round(self.deadline)}
+            violations.extend(check(state.plan, state.run_id, self.server, observed))
         for state in stuck:  # stop what is left so the next batch starts clean
             self._cancel(state, count=False)
         if stuck:
             self._quiesce()
-        self.faults["hold_back"] += self.workers.log_count("RateLimited") - holds_before
+        # Celery logs a retry for a failed attempt and for a hold-back alike; failed attempts are audited.
+        retried = sum(e.type == "step.retrying" for s in self.states for e in self._events(s.run_id))
+        self.faults["hold_back"] += self.workers.log_count("retry: Retry in") - retries_before - retried
         for state in self.states:
             for e in self.server.executions_of(state.run_id):
                 self.faults["kill_self"] += e["outcome"] == "killed"
@@ -186,6 +184,13 @@ class Batch:
                     for s in self.states]
         return BatchResult([p.seed for p in self.plans], len(self.states), self.faults, violations,
                            self.batch_faults, time.monotonic() - began, outcomes)
+
+    @staticmethod
+    def _events(run_id: str) -> list[Any]:
+        from orchestra.audit import list_events
+
+        with db.read_session() as session:
+            return list_events(session, run_id)
 
     def _tick(self, began: float) -> bool:
         """One look at every run and one round of actions; False when every run has ended."""

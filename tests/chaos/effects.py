@@ -62,9 +62,10 @@ class EffectsServer(ThreadingHTTPServer):
         self.http_effects: Counter[str] = Counter()
         self.http_answers: dict[str, Any] = {}
         self.executions: list[dict[str, Any]] = []
-        self.task_effects: Counter[tuple[str, str, int]] = Counter()
+        self.task_effects: dict[tuple[str, str, int], list[int]] = {}  # the worker (main pid) of each effect
         self.numbers: Counter[tuple[str, str, int]] = Counter()
         self.in_flight = 0
+        self.killed_pids: set[int] = set()
         self.thread = threading.Thread(target=self.serve_forever, name="chaos-effects", daemon=True)
 
     @property
@@ -89,7 +90,9 @@ class EffectsServer(ThreadingHTTPServer):
             return 200, self._exec_end(body)
         if parts.path == "/effect":
             with self.lock:
-                self.task_effects[(body["run"], body["step"], int(body["item"]))] += 1
+                execution = self.executions[int(body["execution"])]
+                self.task_effects.setdefault((body["run"], body["step"], int(body["item"])), []).append(
+                    execution["ppid"])
             return 200, {"ok": True}
         if parts.path.startswith("/effect/"):
             return self._http_effect(parts.path, parse_qs(parts.query), headers, body)
@@ -134,8 +137,14 @@ class EffectsServer(ThreadingHTTPServer):
                 self.in_flight -= 1
 
     def mark_killed(self, pid: int) -> int:
-        """Executions in flight on the worker whose main process was ``pid`` end as killed; returns how many."""
+        """Executions in flight on the worker whose main process was ``pid`` end as killed; returns how many.
+
+        A task's own side effect is at-least-once across a worker's death: the worker may die after the
+        function recorded it and before the runtime recorded the step's success (only connector calls carry
+        an idempotency key). ``task_effect_count`` counts the effects made on killed workers as one at most.
+        """
         with self.lock:
+            self.killed_pids.add(pid)
             hit = [e for e in self.executions if e["ended"] is None and e["ppid"] == pid]
             for e in hit:
                 e["ended"], e["outcome"] = time.monotonic(), "killed with its worker"
@@ -147,6 +156,12 @@ class EffectsServer(ThreadingHTTPServer):
         """Whether a request is being answered or a task execution is between its start and its end."""
         with self.lock:
             return self.in_flight > 0 or any(e["ended"] is None for e in self.executions)
+
+    def task_effect_count(self, run_id: str, step_id: str, item: int) -> int:
+        with self.lock:
+            pids = self.task_effects.get((run_id, step_id, item), [])
+            on_killed = sum(1 for p in pids if p in self.killed_pids)
+            return len(pids) - on_killed + min(on_killed, 1)
 
     def executions_of(self, run_id: str) -> list[dict[str, Any]]:
         with self.lock:

@@ -34,6 +34,8 @@ from tests.chaos.effects import EffectsServer
 from tests.chaos.generator import ALWAYS, RunPlan, StepPlan, signal_payload
 
 NO_ITEM = -1
+MAX_DETAIL = 400
+SHOWN = 3
 INVARIANTS = ("final_state", "effect_once", "own_item", "no_open_rows", "fanout_agrees", "audit", "redis_waits")
 
 
@@ -87,20 +89,32 @@ class Check:
                 self.items[r.step_id].append(r)
 
     def fail(self, invariant: str, detail: str) -> None:
-        self.found.append(Violation(self.plan.seed, self.plan.index, self.run_id, invariant, detail))
+        self.found.append(Violation(self.plan.seed, self.plan.index, self.run_id, invariant,
+                                    detail if len(detail) <= MAX_DETAIL else detail[:MAX_DETAIL] + "..."))
 
     def all(self) -> list[Violation]:
+        """Every violation, at most ``SHOWN`` per invariant (the last one says how many more there were)."""
         for invariant in (self.final_state, self.effect_once, self.own_item, self.no_open_rows, self.fanout_agrees,
                           self.audit, self.redis_waits):
+            before = len(self.found)
             invariant()
+            extra = self.found[before + SHOWN:]
+            if extra:
+                del self.found[before + SHOWN:]
+                self.found[-1].detail += f" (and {len(extra)} more {extra[0].invariant} violations in this run)"
         return self.found
 
     # -- every run reaches the final state the oracle predicts ------------------------------------------------
 
     def final_state(self) -> None:
         want, got = predict(self.plan), self.run.status
+        if got not in ("succeeded", "failed", "cancelled"):
+            self.fail("final_state", f"did not end within {self.observed.get('deadline', '?')}s: still {got}, "
+                                     f"predicted {want}: " + self._why(want))
+            return
         if got != want:
-            self.fail("final_state", f"run ended {got} (error: {self.run.error}), predicted {want}")
+            self.fail("final_state", f"run ended {got} (error: {self.run.error}), predicted {want}: "
+                                     + self._why(want))
             return
         if want == "succeeded":
             for s in self.plan.steps:
@@ -126,6 +140,21 @@ class Check:
                     if not any(e.type == "step.abandoned" and e.step_id == s.id for e in self.events):
                         self.fail("final_state", f"{s.id} kills its worker every time and failed, but no "
                                                  "step.abandoned event was audited")
+
+    def _why(self, want: str) -> str:
+        """Which planned steps the prediction rests on, and what became of them."""
+        def status(sid: str) -> str:
+            row = self.rows.get((sid, NO_ITEM))
+            return f"{row.status}" + (f" ({row.error})" if row is not None and row.error else "") if row else "no row"
+
+        if want == "failed":
+            return "; ".join(f"{s.id} must fail ({_trouble(s)}) but is {status(s.id)}"
+                             for s in self.plan.steps if s.must_fail)
+        if want == "cancelled":
+            return f"cancel planned at {self.plan.cancel_at}, which is {status(self.plan.cancel_at or '')}"
+        failed = [(sid, item, r) for (sid, item), r in sorted(self.rows.items()) if r.status == "failed"]
+        return "; ".join(f"{sid}{f'[{item}]' if item >= 0 else ''} ({_trouble(self.plan.by_id[sid])}) failed: "
+                         f"{r.error}" for sid, item, r in failed) or "no step failed"
 
     def _succeeded_step(self, s: StepPlan) -> None:
         row = self.rows.get((s.id, NO_ITEM))
@@ -192,7 +221,7 @@ class Check:
                         self.fail("effect_once", f"{label} succeeded but the server applied "
                                                  f"{self.server.http_effects[key]} effects under {key}")
                 elif s.kind == "task":
-                    count = self.server.task_effects[(self.run_id, sid, item)]
+                    count = self.server.task_effect_count(self.run_id, sid, item)
                     if count != 1:
                         self.fail("effect_once", f"{label} succeeded but its effect was recorded {count} times")
 
@@ -279,6 +308,20 @@ class Check:
         if left or due or stray:
             self.fail("redis_waits", f"the run ended {self.run.status} but Redis still holds waits {left + stray} "
                                      f"and deadlines {due}")
+
+
+def _trouble(s: StepPlan) -> str:
+    kind = s.kind + (f" for_each {len(s.items)}" if s.items else "")
+    if s.kind == "human":
+        return f"{kind}, decisions {s.decisions}, on_reject {s.on_reject}"
+    parts = [f"attempts {s.attempts}"]
+    if s.fail_times:
+        parts.append(f"fails {s.fail_times}x")
+    if s.slow_times:
+        parts.append(f"overruns timeout {s.timeout}s {s.slow_times}x")
+    if s.kills:
+        parts.append("kills its worker " + ("every time" if s.kills == ALWAYS else f"{s.kills}x"))
+    return f"{kind}, " + ", ".join(parts)
 
 
 def check(plan: RunPlan, run_id: str, server: EffectsServer, observed: dict[str, Any]) -> list[Violation]:

@@ -50,26 +50,26 @@ def chosen_seeds() -> list[int]:
 
 def table(results: list[BatchResult]) -> str:
     faults: Counter[str] = Counter()
-    broken: Counter[str] = Counter()
+    runs_broken: dict[str, set[str]] = {name: set() for name in INVARIANTS}
     seeds_broken: dict[str, set[int]] = {name: set() for name in INVARIANTS}
     for result in results:
         faults.update(result.faults)
         for v in result.violations:
-            broken[v.invariant] += 1
+            runs_broken.setdefault(v.invariant, set()).add(v.run_id)
             seeds_broken.setdefault(v.invariant, set()).add(v.seed)
     seeds = [s for r in results for s in r.seeds]
     failing = {v.seed for r in results for v in r.violations}
     lines = [
         "chaos: randomized faults against the oracle",
         f"  seeds {len(seeds)} ({min(seeds, default=0)}..{max(seeds, default=0)}), runs {sum(r.runs for r in results)}, "
-        f"{sum(r.seconds for r in results):.0f}s, seeds with a violation {len(failing)}",
+        f"{sum(r.seconds for r in results):.0f}s; seeds with a violation: {len(failing)}",
         "  faults injected: " + ", ".join(f"{k} {faults[k]}" for k in FAULTS),
-        "  violations:",
+        "  violations        runs  seeds",
     ]
     for name in INVARIANTS:
         hit = sorted(seeds_broken.get(name, ()))
-        shown = ", ".join(map(str, hit[:12])) + (" ..." if len(hit) > 12 else "")
-        lines.append(f"    {name:<14} {broken[name]:>4}   seeds: {shown or '-'}")
+        shown = ", ".join(map(str, hit[:15])) + (f" ... ({len(hit)})" if len(hit) > 15 else "")
+        lines.append(f"    {name:<14} {len(runs_broken.get(name, ())):>5}  {shown or '-'}")
     return "\n".join(lines)
 
 
