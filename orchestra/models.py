@@ -6,7 +6,6 @@ plan for what remains. Migrations live in ``orchestra/migrations``.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
@@ -15,22 +14,11 @@ from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text,
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from orchestra.jsonsafe import json_problem as json_problem  # re-exported: it used to live here
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def json_problem(value: Any) -> str | None:
-    """Why ``value`` cannot be stored in a JSON column on every database, phrased with its fix; None if it can."""
-    try:
-        json.dumps(value, allow_nan=False, ensure_ascii=False, default=str).encode("utf-8")
-    except UnicodeEncodeError:
-        return "an unpaired UTF-16 surrogate (such as \\ud800), which is not Unicode text; send valid text"
-    except ValueError:
-        return "NaN or Infinity, which JSON does not allow; send a number, a string or null"
-    except RecursionError:
-        return "values nested too deeply to store; flatten them"
-    return None
 
 
 class UTCDateTime(TypeDecorator[datetime]):

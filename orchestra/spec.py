@@ -9,17 +9,17 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable, Collection, Mapping
 from functools import cached_property
 from typing import Any
 
-import jsonschema
 import yaml
 from jinja2 import TemplateSyntaxError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from orchestra import templates
 from orchestra.errors import SpecError
-from orchestra.models import json_problem
+from orchestra.jsonsafe import json_problem
 
 STEP_KINDS = ("task", "http", "sql", "llm", "agent", "human", "signal")
 _USES = re.compile(r"^(?:(?P<kind>task|http|sql|llm|agent):(?P<target>[A-Za-z0-9_.\-]+)|(?P<bare>human|signal))$")
@@ -188,16 +188,87 @@ def topological_order(steps: list[Step]) -> list[str]:
 
 
 def load_spec(source: str | bytes | dict[str, Any]) -> WorkflowSpec:
-    """Parse and validate a spec from YAML or JSON text, or from a dict."""
-    data = _parse(source)
-    try:
-        spec = WorkflowSpec.model_validate(data)
-    except ValidationError as exc:
-        raise SpecError("the workflow spec is invalid", _pydantic_errors(exc)) from None
-    errors = _graph_errors(spec) + _template_errors(spec) + _schema_errors(spec) + _wait_errors(spec)
-    if errors:
+    """Parse and validate a spec from YAML or JSON text, or from a dict; every problem is reported at once."""
+    spec, errors = check_spec(source)
+    if errors or spec is None:
         raise SpecError("the workflow spec is invalid", errors)
     return spec
+
+
+TaskResolver = Callable[[str], "str | None"]
+
+
+def check_spec(source: str | bytes | dict[str, Any], *, connectors: Collection[str] | None = None,
+               resolve_task: TaskResolver | None = None, with_fields: Mapping[str, Collection[str]] | None = None) -> tuple[WorkflowSpec | None, list[dict[str, Any]]]:
+    """The spec and every problem with it, structural and graph-wide, in one pass.
+
+    Args:
+        source: YAML or JSON text, or a dict.
+        connectors: the connectors declared in ``config/connectors.yaml``; when given, every connector the
+            spec names must be among them.
+        resolve_task: given ``module.func`` of a ``task:`` step, returns why it cannot be called (or None).
+        with_fields: for a step kind (``http``, ``sql``...), the fields its ``with`` may hold.
+
+    A spec that fails the models is still checked as a graph: the steps that do validate, with stand-ins
+    for those that do not, go through the graph, template, schema and ``with`` checks, so a second run of
+    ``orchestra validate`` finds nothing the first did not report. Raises ``SpecError`` only when the text
+    does not parse at all.
+    """
+    data = _parse(source)
+    errors: list[dict[str, Any]] = []
+    try:
+        spec: WorkflowSpec | None = WorkflowSpec.model_validate(data)
+        checked, stand_ins = spec, frozenset[int]()
+    except ValidationError as exc:
+        spec = None
+        errors = _pydantic_errors(exc)
+        checked, stand_ins = _stand_in(data, errors)
+    if checked is not None:
+        extra = (_graph_errors(checked) + _template_errors(checked) + _schema_errors(checked) + _wait_errors(checked)
+                 + _with_errors(checked, with_fields) + _context_errors(checked, connectors, resolve_task))
+        errors += [e for e in extra if not (len(e["loc"]) > 1 and e["loc"][0] == "steps" and e["loc"][1] in stand_ins)
+                   or e["type"] in ("unknown_step", "cycle", "duplicate")]
+    return (spec if not errors else None), _unique(errors)
+
+
+def _unique(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for error in errors:
+        key = (json.dumps(error["loc"], default=str), error["msg"])
+        if key not in seen:
+            seen.add(key)
+            out.append(error)
+    return out
+
+
+def _stand_in(data: dict[str, Any], errors: list[dict[str, Any]]) -> tuple[WorkflowSpec | None, frozenset[int]]:
+    """A spec for the graph checks when the models refused ``data``: bad top-level fields take their
+    defaults and a step that fails its model becomes a stand-in keeping only its id and needs."""
+    raw_steps = data.get("steps")
+    if not isinstance(raw_steps, list) or not raw_steps:
+        return None, frozenset()
+    bad_top = {e["loc"][0] for e in errors if e["loc"] and e["loc"][0] != "steps"}
+    top = {k: v for k, v in data.items() if k not in bad_top and k != "steps"}
+    top.setdefault("name", "invalid")
+    steps: list[Any] = []
+    stand_ins: set[int] = set()
+    for i, raw in enumerate(raw_steps):
+        try:
+            Step.model_validate(raw)
+            steps.append(raw)
+            continue
+        except ValidationError:
+            stand_ins.add(i)
+        raw = raw if isinstance(raw, dict) else {}
+        sid = raw.get("id") if isinstance(raw.get("id"), str) and re.fullmatch(r"[a-z0-9_]+", raw["id"]) else f"_step_{i}"
+        needs = raw.get("needs")
+        needs = needs if isinstance(needs, list) and all(isinstance(n, str) for n in needs) else None
+        steps.append({"id": sid, "uses": "human", "with": {"assignees": ["stand-in"]}, "needs": needs})
+    try:
+        return WorkflowSpec.model_validate({**top, "steps": steps}), frozenset(stand_ins)
+    except ValidationError:
+        return None, frozenset()
 
 
 def _parse(source: str | bytes | dict[str, Any]) -> Any:
@@ -264,7 +335,7 @@ def _graph_errors(spec: WorkflowSpec) -> list[dict[str, Any]]:
             if need not in seen:
                 errors.append({"loc": ["steps", i, "needs", j], "type": "unknown_step",
                                "msg": f"needs '{need}', which is not a step id; use one of: {', '.join(seen)}"})
-            elif need == step.id:
+            elif need == step.id and seen[step.id] == i:  # a repeated id following its twin is reported above
                 errors.append({"loc": ["steps", i, "needs", j], "type": "cycle",
                                "msg": f"step '{step.id}' needs itself; remove it from its own needs"})
         kind, target = step.kind, step.target
@@ -274,11 +345,88 @@ def _graph_errors(spec: WorkflowSpec) -> list[dict[str, Any]]:
         if step.max_parallel is not None and step.for_each is None:
             errors.append({"loc": ["steps", i, "max_parallel"], "type": "max_parallel_without_for_each",
                            "msg": "max_parallel only applies to a for_each step; add for_each or remove max_parallel"})
-    if not errors:
-        try:
-            topological_order(spec.steps)
-        except ValueError as exc:
-            errors.append({"loc": ["steps"], "type": "cycle", "msg": f"{exc}; remove one of those needs"})
+    cycle = _cycle(spec.steps)
+    if cycle:
+        errors.append({"loc": ["steps"], "type": "cycle",
+                       "msg": f"steps {' -> '.join(cycle)} form a cycle through `needs`; remove one of those needs"})
+    return errors
+
+
+def _cycle(steps: list[Step]) -> list[str]:
+    """One cycle through ``needs`` (ids in order, the first repeated at the end), ignoring unknown needs,
+    self-needs and repeated ids, which are reported on their own; empty when there is none."""
+    needs: dict[str, list[str]] = {}
+    for step in steps:
+        needs.setdefault(step.id, [])
+    for step in steps:
+        needs[step.id] += [n for n in step.needs or [] if n in needs and n != step.id]
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(sid: str, path: list[str]) -> list[str]:
+        state[sid] = 1
+        path.append(sid)
+        for need in needs[sid]:
+            if state.get(need) == 1:
+                return [*path[path.index(need):], need]
+            if need not in state:
+                found = visit(need, path)
+                if found:
+                    return found
+        path.pop()
+        state[sid] = 2
+        return []
+
+    for sid in needs:
+        if sid not in state:
+            found = visit(sid, [])
+            if found:
+                return list(reversed(found))
+    return []
+
+
+def _with_errors(spec: WorkflowSpec, with_fields: Mapping[str, Collection[str]] | None) -> list[dict[str, Any]]:
+    """What can be checked of a connector step's ``with`` before it runs; its fields when ``with_fields`` names
+    them for the step's kind (the connectors' request models, passed in so that the spec stays free of I/O)."""
+    errors: list[dict[str, Any]] = []
+    for i, step in enumerate(spec.steps):
+        allowed = sorted(with_fields.get(step.kind, ())) if with_fields is not None else []
+        if not allowed:
+            continue
+        loc: list[Any] = ["steps", i, "with"]
+        for key in sorted(set(step.with_) - set(allowed)):
+            errors.append({"loc": [*loc, key], "type": "extra_forbidden",
+                           "msg": f"`uses: {step.kind}:` has no field '{key}'; use one of: {', '.join(allowed)}"})
+        if step.kind == "sql":
+            query = step.with_.get("query")
+            if not isinstance(query, str) or not query.strip():
+                errors.append({"loc": [*loc, "query"], "type": "missing",
+                               "msg": "a sql step needs `query`: one SQL statement with :name placeholders"})
+            elif templates.is_template(query):
+                errors.append({"loc": [*loc, "query"], "type": "sql_template",
+                               "msg": "the query is a template, which could splice input into SQL; write :name "
+                                      "placeholders and pass the values under `params`"})
+        if step.kind in ("llm", "agent") and "prompt" not in step.with_ and "messages" not in step.with_:
+            errors.append({"loc": loc, "type": "missing", "msg": f"an {step.kind} step needs `prompt` or `messages`"})
+    return errors
+
+
+def _context_errors(spec: WorkflowSpec, connectors: Collection[str] | None,
+                    resolve_task: TaskResolver | None) -> list[dict[str, Any]]:
+    """Names the spec takes from outside it: declared connectors and ``task:`` functions."""
+    errors: list[dict[str, Any]] = []
+    if connectors is not None:
+        declared = ", ".join(sorted(connectors)) or "none"
+        for j, name in enumerate(spec.connectors):
+            if name not in connectors:
+                errors.append({"loc": ["connectors", j], "type": "unknown_connector",
+                               "msg": f"connector '{name}' is not declared in config/connectors.yaml; declare it "
+                                      f"there or use one of: {declared}"})
+    if resolve_task is not None:
+        for i, step in enumerate(spec.steps):
+            if step.kind == "task":
+                problem = resolve_task(step.target)
+                if problem:
+                    errors.append({"loc": ["steps", i, "uses"], "type": "unknown_task", "msg": problem})
     return errors
 
 
@@ -323,6 +471,8 @@ def _template_errors(spec: WorkflowSpec) -> list[dict[str, Any]]:
 
 
 def _schema_errors(spec: WorkflowSpec) -> list[dict[str, Any]]:
+    import jsonschema  # a fifth of a second to import; only validation needs it
+
     errors: list[dict[str, Any]] = []
     schemas: list[tuple[list[Any], Any]] = [(["input_schema"], spec.input_schema)]
     for i, step in enumerate(spec.steps):

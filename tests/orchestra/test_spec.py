@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import uuid
+
 import pytest
 
 from orchestra.errors import SpecError
@@ -152,3 +157,112 @@ def test_yaml_nan_and_infinity_are_refused_because_json_cannot_hold_them(value):
     with pytest.raises(SpecError) as caught:
         load_spec(f"name: f\nsteps:\n  - {{id: a, uses: 'task:x.y', with: {{limit: {value}}}}}\n")
     assert "NaN or Infinity" in caught.value.errors[0]["msg"]
+
+
+# Nine distinct problems, structural and graph-wide, in one spec; `orchestra validate` showed 2, then 7 more.
+NINE_PROBLEMS = """
+name: nine
+connectors: [orders, ghost]                        # 1. ghost is not declared in config/connectors.yaml
+steps:
+  - {id: lookup, uses: "task:examples.normalize", with: {text: "{{ input.message }}"}}
+  - {id: lookup, uses: "task:examples.noop"}          # 2. a second step with the same id
+  - {id: score, uses: "task:examples.nosuch"}         # 3. no such step function
+  - {id: late, uses: "task:examples.noop", timeout: 5 parsecs}   # 4. not a duration
+  - {id: fetch, uses: "http:orders", needs: [ghost_step], with: {method: GET, body: "x"}}  # 5. unknown need, 6. no field body
+  - {id: refund, uses: "http:payments"}               # 7. payments is not in this workflow's connectors
+  - {id: left, uses: "task:examples.noop", needs: [right], with: {text: "{{ input.message "}}  # 8. does not parse
+  - {id: right, uses: "task:examples.noop", needs: [left]}     # 9. left and right form a cycle
+"""
+NINE = {
+    ("connectors", 1): ("unknown_connector", "ghost"),
+    ("steps", 1, "id"): ("duplicate", "lookup"),
+    ("steps", 2, "uses"): ("unknown_task", "nosuch"),
+    ("steps", 3, "timeout"): ("value_error", "parsecs"),
+    ("steps", 4, "needs", 0): ("unknown_step", "ghost_step"),
+    ("steps", 4, "with", "body"): ("extra_forbidden", "body"),
+    ("steps", 5, "uses"): ("connector_not_allowed", "payments"),
+    ("steps", 6, "with", "text"): ("template", "does not parse"),
+    ("steps",): ("cycle", "left"),
+}
+
+
+def assert_nine(errors: list[dict]) -> None:
+    found = {tuple(e["loc"]): (e["type"], e["msg"]) for e in errors}
+    assert sorted(found, key=str) == sorted(NINE, key=str), errors
+    for loc, (kind, word) in NINE.items():
+        assert found[loc][0] == kind and word in found[loc][1], (loc, found[loc])
+
+
+def test_nine_problems_come_back_in_one_pass_with_tasks_and_connectors_resolved():
+    from orchestra.workflows import check_workflow
+
+    spec, errors = check_workflow(NINE_PROBLEMS, connectors=["crm", "llm", "orders", "payments"])
+    assert spec is None
+    assert_nine(errors)
+
+
+def test_validate_json_prints_all_nine_problems_of_the_spec_in_one_call(tmp_path):
+    from tests.orchestra.test_cli import cli
+
+    path = tmp_path / "nine.yaml"
+    path.write_text(NINE_PROBLEMS)
+    result = cli("validate", str(path), "--json")
+    assert result.returncode == 1, result.stderr
+    assert_nine(json.loads(result.stdout))
+    shown = cli("validate", str(path))
+    assert shown.returncode == 1 and "has 9 problems" in shown.stderr, shown.stderr
+
+
+def test_post_v1_workflows_answers_422_with_every_problem_at_once():
+    from fastapi.testclient import TestClient
+
+    from orchestra.api import create_app
+    from orchestra.auth import create_key
+
+    token = create_key(f"spec-admin-{uuid.uuid4().hex[:6]}", "admin")
+    with TestClient(create_app()) as api:
+        answer = api.post("/v1/workflows", content=NINE_PROBLEMS, headers={
+            "Authorization": f"Bearer {token}", "Content-Type": "application/yaml"})
+    assert answer.status_code == 422
+    # The API registers what the workers will run; connectors are declared per process, so config/connectors.yaml
+    # is checked by `orchestra validate` only. The other eight come back together.
+    expected = {loc for loc in NINE if loc != ("connectors", 1)}
+    assert {tuple(e["loc"]) for e in answer.json()["errors"]} == expected, answer.json()
+
+
+@pytest.mark.parametrize(("uses", "fix"), [
+    ("task:examples.nosuch", "tasks/examples.py has no step function 'nosuch'; define `@orchestra.step def nosuch"),
+    ("task:nomodule.fn", "no module 'nomodule' for 'task:nomodule.fn': create tasks/nomodule.py"),
+    ("task:examples.re", "tasks/examples.py has no step function 're'"),
+    ("task:examples", "names no module; write task:<module>.<function>"),
+])
+def test_a_task_that_does_not_resolve_is_refused_at_registration_naming_the_fix(uses, fix):
+    from orchestra.workflows import register_workflow
+
+    with pytest.raises(SpecError) as caught:
+        register_workflow(f"name: unresolved\nsteps:\n  - {{id: a, uses: '{uses}'}}\n")
+    assert [(e["loc"], e["type"]) for e in caught.value.errors] == [(["steps", 0, "uses"], "unknown_task")]
+    assert fix in caught.value.errors[0]["msg"]
+
+
+def test_a_spec_that_fixes_its_problems_validates_clean_the_second_time():
+    from orchestra.workflows import check_workflow
+
+    spec, errors = check_workflow("""
+name: fixed
+connectors: [orders]
+steps:
+  - {id: lookup, uses: "task:examples.normalize", with: {text: "{{ input.message }}"}}
+  - {id: fetch, uses: "http:orders", with: {method: GET, path: /orders}}
+""", connectors=["orders"])
+    assert errors == [] and spec is not None and spec.name == "fixed"
+
+
+def test_import_orchestra_spec_loads_no_database_broker_or_http_library():
+    code = ("import sys, orchestra.spec; "
+            "print(' '.join(m for m in ('sqlalchemy', 'httpx', 'redis', 'celery', 'kombu') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == []
+    assert "sqlalchemy" in subprocess.run(  # the check itself sees a heavy import when there is one
+        [sys.executable, "-c", code.replace("orchestra.spec", "orchestra.models")],
+        capture_output=True, text=True, check=True).stdout.split()

@@ -1,0 +1,5 @@
+"""``python -m orchestra.cli``."""
+
+from orchestra.cli import main
+
+main()
