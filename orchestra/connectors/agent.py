@@ -6,8 +6,9 @@ its arguments. Every call is checked before it runs: the tool must be listed,
 its arguments must fit ``parameters`` (JSON Schema) and every ``constraints``
 expression, and the tool's connector must be one the workflow may use. A
 refusal is an audited ``guardrail.blocked`` and fails the step. A tool marked
-``requires_approval`` parks the step for a person, with the exact arguments in
-the task's payload (and so in its hash). ``max_iterations`` and the model's
+``requires_approval`` raises ``ToolNeedsApproval``, on which the agent step kind
+parks for a person, with the exact arguments in the task's payload (and so in
+its hash). ``max_iterations`` and the model's
 token budget bound the loop.
 """
 
@@ -23,7 +24,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from orchestra import templates
 from orchestra.connectors.base import audit_call, block, connector_for, parse_with
-from orchestra.connectors.escalate import escalate
 from orchestra.connectors.http import HttpConnector, HttpRequest
 from orchestra.connectors.llm import Completion, LlmConnector, parse_answer, schema_problem
 from orchestra.connectors.sql import SqlConnector, SqlQuery
@@ -34,6 +34,15 @@ if TYPE_CHECKING:
     from orchestra.connectors.base import Connector
 
 MAX_TOOL_RESULT_CHARS = 4000
+
+
+class ToolNeedsApproval(Exception):
+    """The model asked for a tool marked ``requires_approval``; nothing was sent. The step parks on it."""
+
+    def __init__(self, tool: Tool, arguments: dict[str, Any]) -> None:
+        super().__init__(f"the agent wants to call {tool.name} ({tool.uses}) with "
+                         f"{json.dumps(arguments, sort_keys=True)}, which needs a person's approval")
+        self.tool, self.arguments = tool, arguments
 
 
 class Tool(BaseModel):
@@ -63,6 +72,7 @@ class AgentRequest(BaseModel):
     max_tokens: int | None = Field(default=None, ge=1)
     output_schema: dict[str, Any] | None = None
     approvers: list[str] | None = None
+    purpose: str | None = None  # what the step does, in words, for the task a person sees if it escalates
 
     @model_validator(mode="after")
     def _one_input(self) -> AgentRequest:
@@ -172,9 +182,7 @@ def _invoke(call: StepCall, tool: Tool, args: dict[str, Any], suffix: str) -> di
     kind, name = tool.uses.split(":", 1)
     connector = connector_for(call, name)
     if tool.requires_approval:
-        raise escalate(call, reason="tool_approval", detail=f"the agent wants to call {tool.name} ({tool.uses}) "
-                       f"with {json.dumps(args, sort_keys=True)}", form=None,
-                       approvers=call.params.get("approvers"), show={"tool": tool.name, "arguments": args})
+        raise ToolNeedsApproval(tool, args)
     sub = ToolCall(**{f.name: getattr(call, f.name) for f in dataclasses.fields(StepCall)}, suffix=suffix)
     result = _execute(sub, connector, kind, tool, args)
     audit_call(call, "agent.tool_called", {"tool": tool.name, "uses": tool.uses, "arguments": args,

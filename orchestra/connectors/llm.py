@@ -92,6 +92,7 @@ class LlmRequest(_Config):
     max_tokens: int | None = Field(default=None, ge=1)
     max_invalid: int | None = Field(default=None, ge=0, le=10)
     approvers: list[str] | None = None  # who is asked when the step escalates (on_invalid or budget)
+    purpose: str | None = None  # what the step does, in words ("classifying order A3's message"), for that task
 
     @model_validator(mode="after")
     def _one_input(self) -> LlmRequest:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestra.connectors.agent import parse_agent, run_agent, validate_tools
+from orchestra.connectors.agent import ToolNeedsApproval, parse_agent, run_agent, validate_tools
 from orchestra.connectors.base import connector_for
-from orchestra.connectors.escalate import escalate
 from orchestra.connectors.llm import LlmConnector
 from orchestra.errors import BudgetExceeded
 from orchestra.steps.base import StepCall, StepKind, register_kind
+from orchestra.steps.escalate import over_budget, tool_approval
 
 
 class AgentKind(StepKind):
@@ -27,7 +27,9 @@ class AgentKind(StepKind):
         try:
             return run_agent(call, model, request)
         except BudgetExceeded as exc:
-            raise escalate(call, reason="budget_exceeded", detail=exc.message, form=request.output_schema) from exc
+            raise over_budget(call, exc, request.output_schema) from exc
+        except ToolNeedsApproval as exc:
+            raise tool_approval(call, exc.tool.name, exc.tool.uses, exc.arguments, request.approvers) from exc
 
 
 register_kind(AgentKind())

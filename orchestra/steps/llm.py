@@ -11,10 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from orchestra.connectors.base import connector_for
-from orchestra.connectors.escalate import escalate
 from orchestra.connectors.llm import LlmConnector
 from orchestra.errors import BudgetExceeded, InvalidAnswer
 from orchestra.steps.base import StepCall, StepKind, register_kind
+from orchestra.steps.escalate import invalid_answer, over_budget
 
 
 class LlmKind(StepKind):
@@ -29,9 +29,9 @@ class LlmKind(StepKind):
         except InvalidAnswer as exc:
             if call.step.on_invalid != "escalate":
                 raise
-            raise escalate(call, reason="invalid_answer", detail=exc.problem, form=request.output_schema) from exc
+            raise invalid_answer(call, exc.problem, request.output_schema) from exc
         except BudgetExceeded as exc:
-            raise escalate(call, reason="budget_exceeded", detail=exc.message, form=request.output_schema) from exc
+            raise over_budget(call, exc, request.output_schema) from exc
 
 
 register_kind(LlmKind())
