@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -14,6 +15,7 @@ from orchestra.errors import InputError
 from orchestra.ids import is_uuid
 from orchestra.models import TERMINAL_RUN, RunStatus
 from orchestra.runs import cancel_run, get_run, list_runs, retry_run, run_view
+from orchestra.ui.present import duration, timeline
 from orchestra.ui.web import CSRF_FIELD, UIRoute, check_csrf, render, signed_in
 from orchestra.workflows import list_workflows
 
@@ -22,22 +24,43 @@ P = Permission
 PAGE_SIZE = 25
 STATUSES = [s.value for s in RunStatus]
 NOTICES = {"cancelled": "The run was cancelled.", "retried": "The run was sent to retry its failed steps."}
+ID_PREFIX = re.compile(r"^[0-9a-fA-F-]{4,36}$")  # what a run id, or the start of one, may look like
 
 
-def _filters(workflow: str | None, status: str | None, cursor: str | None) -> dict[str, str]:
+def _filters(workflow: str | None, status: str | None, cursor: str | None, q: str | None = None) -> dict[str, str]:
     if status and status not in STATUSES:
         raise InputError("unknown status", [{"loc": ["query", "status"], "type": "enum",
                                              "msg": f"'{status}' is not a run status; use one of {', '.join(STATUSES)}"}])
     if cursor and not is_uuid(cursor):
         raise InputError("bad cursor", [{"loc": ["query", "cursor"], "type": "uuid",
                                          "msg": "the cursor is the last run id of the previous page; start again"}])
-    return {k: v for k, v in (("workflow", workflow), ("status", status), ("cursor", cursor)) if v}
+    if q and len(q) > 200:
+        raise InputError("search too long", [{"loc": ["query", "q"], "type": "length",
+                                              "msg": "search by a run id (or its first characters) or a business key "
+                                                     "of at most 200 characters"}])
+    pairs = (("workflow", workflow), ("status", status), ("cursor", cursor), ("q", q.strip() if q else None))
+    return {k: v for k, v in pairs if v}
+
+
+def search(principal: Principal, q: str, workflow: str | None, status: str | None) -> list[Any]:
+    """Runs whose business key is ``q`` and runs whose id starts with ``q``, newest first, one page of them."""
+    mine = None if principal.can(P.runs_read) else principal.name
+    found = {r.id: r for r in list_runs(key=q, workflow=workflow, status=status, limit=PAGE_SIZE,
+                                        submitted_by=mine)[0]}
+    if ID_PREFIX.match(q):
+        found.update((r.id, r) for r in list_runs(id_prefix=q, workflow=workflow, status=status, limit=PAGE_SIZE,
+                                                  submitted_by=mine)[0])
+    return sorted(found.values(), key=lambda r: r.id, reverse=True)[:PAGE_SIZE]
 
 
 def _page(principal: Principal, query: dict[str, str]) -> dict[str, Any]:
     """The runs of one page, and the query strings for the next page and for live updates."""
     principal.require(P.runs_read, P.runs_read_own)
     mine = None if principal.can(P.runs_read) else principal.name
+    if "q" in query:
+        runs = search(principal, query["q"], query.get("workflow"), query.get("status"))
+        return {"runs": runs, "query": query, "live_query": urlencode(query), "next_query": None,
+                "first_query": None}
     runs, next_cursor = list_runs(workflow=query.get("workflow"), status=query.get("status"), limit=PAGE_SIZE,
                                   cursor=query.get("cursor"), submitted_by=mine)
     after = {k: v for k, v in query.items() if k != "cursor"}
@@ -48,19 +71,19 @@ def _page(principal: Principal, query: dict[str, str]) -> dict[str, Any]:
 
 @router.get("")
 def runs_page(request: Request, workflow: str | None = None, status: str | None = None,
-              cursor: str | None = None) -> Response:
-    """Runs, newest first, filtered by workflow and status, a page at a time."""
+              cursor: str | None = None, q: str | None = None) -> Response:
+    """Runs, newest first, filtered by workflow and status, a page at a time, or found by id or business key."""
     principal = signed_in(request)
-    page = _page(principal, _filters(workflow or None, status or None, cursor or None))
+    page = _page(principal, _filters(workflow or None, status or None, cursor or None, q or None))
     return render(request, "runs.html", workflows=[w["name"] for w in list_workflows()], statuses=STATUSES, **page)
 
 
 @router.get("/rows")
 def runs_rows(request: Request, workflow: str | None = None, status: str | None = None,
-              cursor: str | None = None) -> Response:
+              cursor: str | None = None, q: str | None = None) -> Response:
     """The table body of the runs page, polled to keep it live."""
     principal = signed_in(request)
-    page = _page(principal, _filters(workflow or None, status or None, cursor or None))
+    page = _page(principal, _filters(workflow or None, status or None, cursor or None, q or None))
     return render(request, "_run_rows.html", **page)
 
 
@@ -77,7 +100,9 @@ def _run_context(principal: Principal, run_id: str) -> dict[str, Any]:
         verification = audit.verify_chain(trail, head=run.audit_hash or None)
     manage = principal.can(P.runs_manage)
     final = RunStatus(view["status"]) in TERMINAL_RUN
-    return {"run": view, "events": [audit.event_dict(e) for e in trail or []], "verification": verification,
+    return {"run": view, "lanes": timeline(view["steps"]), "took": duration(view["created_at"],
+                                                                             view["updated_at"] if final else None),
+            "events": [audit.event_dict(e) for e in trail or []], "verification": verification,
             "can_cancel": manage and not final, "can_retry": manage and view["status"] == RunStatus.failed.value,
             "final": final}
 

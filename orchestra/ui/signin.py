@@ -55,6 +55,12 @@ def signout(request: Request, csrf_token: Annotated[str, Form(alias=CSRF_FIELD)]
     return response
 
 
+@router.get("/favicon.ico")
+def favicon() -> FileResponse:
+    """For browsers that ask before reading the page's ``<link rel="icon">``."""
+    return static("favicon.svg")
+
+
 @router.get("/ui/static/{name}")
 def static(name: str) -> FileResponse:
     """The stylesheet and the small polling script; nothing outside ``ui/static``."""

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from collections.abc import Callable, Coroutine
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -30,6 +28,7 @@ from orchestra.auth import Permission, Principal, authenticate
 from orchestra.errors import AuthError, Conflict, ErrorList, Forbidden, NotAssignee, NotFound, OrchestraError
 from orchestra.notify import secret_key
 from orchestra.settings import get_settings
+from orchestra.ui.present import FILTERS
 
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
@@ -40,38 +39,20 @@ class SignInRequired(Exception):
     """The page needs a signed-in user; the route class redirects to the sign-in page."""
 
 
-def _when(value: str | datetime | None) -> str:
-    """A timestamp as ``2024-05-01 12:00:03 UTC``."""
-    if value is None:
-        return "—"
-    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+def open_task_count(principal: Principal | None) -> int:
+    """How many open tasks ``principal`` may decide: the number on the Inbox badge."""
+    from orchestra import decisions
 
-
-def _until(value: str | datetime | None) -> str:
-    """How long until ``value``: ``in 3h 59m``, or ``2m ago`` once it has passed."""
-    if value is None:
-        return ""
-    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    seconds = int((moment - datetime.now(timezone.utc)).total_seconds())
-    span, minutes = abs(seconds), abs(seconds) // 60
-    text = f"{span}s" if span < 60 else f"{minutes // 60}h {minutes % 60}m" if minutes >= 60 else f"{minutes}m"
-    return f"in {text}" if seconds >= 0 else f"{text} ago"
-
-
-def _pretty(value: Any) -> str:
-    return json.dumps(value, indent=2, sort_keys=True, default=str, ensure_ascii=False)
+    if principal is None or not principal.can(Permission.tasks_decide):
+        return 0
+    return len(decisions.list_tasks(principal.name, principal.groups, is_admin=principal.is_admin, limit=1000))
 
 
 templates = Environment(loader=FileSystemLoader(HERE / "templates"),
                         autoescape=select_autoescape(default=True, default_for_string=True), trim_blocks=True,
                         lstrip_blocks=True)
-templates.filters.update(when=_when, until=_until, pretty=_pretty)
-templates.globals.update(Permission=Permission)
+templates.filters.update(FILTERS)
+templates.globals.update(Permission=Permission, open_tasks=open_task_count)
 
 
 def csrf_token(request: Request) -> str:
@@ -125,10 +106,10 @@ def _secure(request: Request) -> bool:
 
 
 def home_for(principal: Principal) -> str:
-    """Where a user lands after signing in: the inbox for approvers, runs for the rest."""
+    """Where a user lands after signing in: the inbox for approvers, the overview for the rest."""
     if principal.can(Permission.tasks_decide) and not principal.can(Permission.runs_read):
         return "/ui/inbox"
-    return "/ui/runs"
+    return "/ui/home"
 
 
 def safe_next(target: str | None) -> str | None:

@@ -2,9 +2,29 @@
 // every 2 seconds and swaps it in when it changed. Open <details> stay open, and a
 // data-announce text that changed is read out by the page's aria-live announcer.
 // Polling stops once the fragment marks itself final (data-final) or the session ends.
+// Every <time data-local> is shown in the browser's time zone; its title keeps the UTC time.
 (function () {
   "use strict";
   var EVERY = 2000;
+
+  function pad(n, width) { return String(n).padStart(width || 2, "0"); }
+
+  function localTimes(root) {
+    root.querySelectorAll("time[data-local]").forEach(function (el) {
+      var at = new Date(el.getAttribute("datetime"));
+      if (isNaN(at.getTime())) { return; }
+      var text = at.getFullYear() + "-" + pad(at.getMonth() + 1) + "-" + pad(at.getDate()) + " " +
+        pad(at.getHours()) + ":" + pad(at.getMinutes()) + ":" + pad(at.getSeconds()) +
+        (el.hasAttribute("data-ms") ? "." + pad(at.getMilliseconds(), 3) : "");
+      el.textContent = text;
+      el.removeAttribute("data-local");
+    });
+  }
+
+  function zoneName() {
+    var zone = Intl.DateTimeFormat().resolvedOptions().timeZone || "your time zone";
+    document.querySelectorAll("[data-zone]").forEach(function (el) { el.textContent = "your time zone (" + zone + ")"; });
+  }
 
   function openDetails(el) {
     var ids = {};
@@ -34,6 +54,7 @@
           if (html !== null && html !== last) {
             var open = openDetails(el);
             el.innerHTML = html;
+            localTimes(el);
             el.querySelectorAll("details[id]").forEach(function (d) { if (open[d.id]) { d.open = true; } });
             last = html;
             announce(el);
@@ -58,6 +79,8 @@
   }
 
   document.addEventListener("DOMContentLoaded", function () {
+    localTimes(document);
+    zoneName();
     document.querySelectorAll("[data-poll]").forEach(poll);
     confirmForms();
     focusErrors();

@@ -64,13 +64,14 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture
-def shoot() -> Callable[[Any, str], Path]:
-    """Save a full-page screenshot of ``page`` as ``tests/artifacts/ui-<name>.png``."""
+def shoot() -> Callable[..., Path]:
+    """Save a screenshot of ``page`` as ``tests/artifacts/ui-<name>.png``: the full page, or with
+    ``full=False`` what the viewport shows."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
 
-    def save(page: Any, name: str) -> Path:
+    def save(page: Any, name: str, full: bool = True) -> Path:
         path = ARTIFACTS / f"ui-{name}.png"
-        page.screenshot(path=str(path), full_page=True)
+        page.screenshot(path=str(path), full_page=full)
         return path
 
     return save
