@@ -165,3 +165,52 @@ def test_runs_with_an_unknown_status_names_the_statuses():
     result = cli("runs", "--status", "bogus")
     assert result.returncode == 1
     assert "'bogus' is not a run status" in result.stderr and "succeeded" in result.stderr, result.stderr
+
+
+def test_submit_with_redis_down_records_the_run_as_pending_exits_3_and_a_resubmission_returns_it(stack):
+    key = f"outage-{uuid.uuid4().hex[:8]}"
+    body = json.dumps({"customer": "ann", "message": "submitted while Redis was down"})
+    stack.redis.stop()
+    try:
+        down = cli("submit", "example", "--input", body, "--idempotency-key", key)
+    finally:
+        stack.redis.start()
+    assert down.returncode == 3, down.stderr
+    run_id = down.stdout.strip()
+    said = " ".join(down.stderr.split())
+    assert f"recorded as pending as run {run_id}; it starts when Redis is back" in said, said
+    assert f"--idempotency-key {key} returns this run" in said and "Traceback" not in down.stderr
+    with db.read_session() as session:
+        assert session.get(Run, run_id).status == "pending"
+    again = cli("submit", "example", "--input", body, "--idempotency-key", key, check=True)
+    assert again.stdout.strip() == run_id
+
+
+def test_workflows_register_list_and_show_a_spec_file(tmp_path):
+    name = f"cli-wf-{uuid.uuid4().hex[:8]}"
+    path = tmp_path / "flow.yaml"
+    path.write_text(f"name: {name}\ndescription: Says hello\nsteps:\n  - {{id: a, uses: 'task:examples.noop'}}\n")
+    first = cli("workflows", "register", str(path), check=True)
+    assert f"registered {name} v1" in first.stdout
+    assert json.loads(cli("workflows", "register", str(path), "--json", check=True).stdout) == {"name": name, "version": 1}
+    path.write_text(path.read_text() + "  - {id: b, uses: 'task:examples.noop'}\n")
+    assert json.loads(cli("workflows", "register", str(path), "--json", check=True).stdout)["version"] == 2
+    listed = json.loads(cli("workflows", "list", "--json", check=True).stdout)
+    assert {"name": name, "version": 2, "versions": 2} in listed
+    table = cli("workflows", "list", check=True).stdout
+    assert any(line.split()[:4] == [name, "v2", "2", "2"] for line in table.splitlines()), table
+    shown = json.loads(cli("workflows", "show", name, "--json", check=True).stdout)
+    assert [s["id"] for s in shown["steps"]] == ["a", "b"] and shown["version"] == 2
+    assert "uses: task:examples.noop" in cli("workflows", "show", name, "--version", "1", check=True).stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"name: {name}\nsteps: [{{id: a, uses: 'task:examples.nosuch'}}]\n")
+    refused = cli("workflows", "register", str(bad))
+    assert refused.returncode == 1 and "no step function 'nosuch'" in " ".join(refused.stderr.split())
+
+
+def test_an_unknown_workflow_points_to_workflows_register():
+    result = cli("submit", "no-such-workflow-either", "--input", "{}")
+    assert result.returncode == 1
+    assert "register it with `orchestra workflows register FILE`" in " ".join(result.stderr.split()), result.stderr
+    shown = cli("workflows", "show", "no-such-workflow-either")
+    assert shown.returncode == 1 and "orchestra workflows register FILE" in " ".join(shown.stderr.split())
