@@ -6,11 +6,15 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test install bench typecheck clean chaos
 
+# One line per phase, and pip's own progress for the long one (about a minute on a fresh machine).
 $(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@test -x $(BIN)/python || { echo "==> [1/3] creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
+	@echo "==> [2/3] upgrading pip"
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@echo "==> [3/3] installing Orchestra and its dependencies into $(VENV)"
+	@$(BIN)/python -m pip install --progress-bar on -e ".[dev]"
 	@touch $(STAMP)
+	@echo "==> installed: \`make run\` starts the stack, \`make test\` runs the tests"
 
 install: $(STAMP)
 
