@@ -24,16 +24,27 @@ if TYPE_CHECKING:
 ALWAYS = 99  # kills: every execution kills its worker
 
 
+_clients: dict[int, httpx.Client] = {}
+
+
+def _client() -> httpx.Client:
+    """One pooled client per process (a fresh one after a fork): a fast execution stays fast under load."""
+    found = _clients.get(os.getpid())
+    if found is None:
+        found = _clients[os.getpid()] = httpx.Client(base_url=os.environ["ORCHESTRA_CHAOS_URL"], timeout=10.0)
+    return found
+
+
 def _post(path: str, body: dict[str, Any]) -> dict[str, Any]:
-    url = os.environ["ORCHESTRA_CHAOS_URL"].rstrip("/") + path
-    for attempt in range(5):
+    """POST to the effects server; ``/exec/start`` is not repeated (the server numbers executions by it)."""
+    for attempt in range(1 if path == "/exec/start" else 5):
         try:
-            response = httpx.post(url, json=body, timeout=10.0)
+            response = _client().post(path, json=body)
             response.raise_for_status()
             answer: dict[str, Any] = response.json()
             return answer
         except httpx.HTTPError:
-            if attempt == 4:
+            if attempt == 4 or path == "/exec/start":
                 raise
             time.sleep(0.2)
     raise AssertionError("unreachable")

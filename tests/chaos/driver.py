@@ -66,6 +66,17 @@ def step_slow(plan: RunPlan, execution: dict[str, Any]) -> bool:
     return step is not None and execution["n"] <= step.slow_times
 
 
+def celery_app() -> Any:
+    """The Celery app the workers serve (``orchestra.broker`` owns it; before that ``workers.app`` did)."""
+    try:
+        from orchestra.broker import celery_app as owner
+    except ImportError:
+        from workers.app import app
+
+        return app
+    return owner()
+
+
 class Workers:
     """Two worker processes of concurrency 2; a killed one is replaced."""
 
@@ -81,7 +92,7 @@ class Workers:
         victim.kill9()
         self.workers.remove(victim)
         self.gone.append(victim)
-        self.workers.append(self.start(concurrency=2, env=self.env))
+        self.workers.append(self.start(concurrency=2, env=self.env, ready=False))  # the driver keeps acting
         return True
 
     def log_count(self, needle: str) -> int:
@@ -130,6 +141,7 @@ class Batch:
         self.flush_at = min((p.flush_after for p in plans if p.flush_after), default=None)
         self.kill_targets = [(p.seed, p.kill_worker) for p in plans if p.kill_worker]
         self.killed_worker = False
+        self.slow_ticks: list[str] = []
 
     # -- the run -------------------------------------------------------------------------------------------
 
@@ -151,7 +163,11 @@ class Batch:
                     deliver_signal(run.id, f"sig_{s.id}", signal_payload(s.id), actor="chaos")
                     state.signalled.add(s.id)
         while time.monotonic() - began < self.deadline:
-            if not self._tick(began):
+            tick = time.monotonic()
+            more = self._tick(began)
+            if time.monotonic() - tick > 1.0:
+                self.slow_ticks.append(f"{tick - began:.1f}s: a tick took {time.monotonic() - tick:.1f}s")
+            if not more:
                 break
             time.sleep(0.2)
         stuck = [s for s in self.states if s.status not in ENDED]
@@ -183,7 +199,7 @@ class Batch:
                     f"{len(s.plan.steps)} steps, duplicates {len(s.duplicates_sent)}, cancel_at {s.plan.cancel_at}"
                     for s in self.states]
         return BatchResult([p.seed for p in self.plans], len(self.states), self.faults, violations,
-                           self.batch_faults, time.monotonic() - began, outcomes)
+                           self.batch_faults + self.slow_ticks, time.monotonic() - began, outcomes)
 
     @staticmethod
     def _events(run_id: str) -> list[Any]:
@@ -263,6 +279,10 @@ class Batch:
         except OrchestraError as exc:
             state.notes.append(f"cancel: {exc.message}")
             state.cancelled = True
+            if count:  # the run ended before the driver got to it: the fault was not injected
+                state.plan.cancel_at = None
+                self.batch_faults.append(f"cancel of seed {state.plan.seed} run {state.plan.index} missed: "
+                                         f"{exc.message}")
 
     def _cancel_at_sleeper(self, state: RunState) -> None:
         step = state.plan.by_id.get(state.plan.cancel_at or "")
@@ -270,8 +290,6 @@ class Batch:
             self._cancel(state)
 
     def _duplicate(self, state: RunState, rows: dict[tuple[str, int], StepRun]) -> None:
-        from orchestra.compiler import STEP_TASK, celery_app
-
         for n, dup in enumerate(state.plan.duplicates):
             if n in state.duplicates_sent:
                 continue
@@ -281,7 +299,7 @@ class Batch:
                 row = rows.get((dup.step, dup.item))
                 ready = row is not None and row.status == "succeeded"
             if ready:
-                celery_app().send_task(STEP_TASK, args=[state.run_id, dup.step, dup.item], ignore_result=True)
+                celery_app().send_task("orchestra.step", args=[state.run_id, dup.step, dup.item], ignore_result=True)
                 state.duplicates_sent.add(n)
                 self.faults["duplicate"] += 1
 

@@ -148,13 +148,22 @@ class Check:
             return f"{row.status}" + (f" ({row.error})" if row is not None and row.error else "") if row else "no row"
 
         if want == "failed":
-            return "; ".join(f"{s.id} must fail ({_trouble(s)}) but is {status(s.id)}"
+            return "; ".join(f"{s.id} must fail ({_trouble(s)}) but is {status(s.id)}{self._history(s.id)}"
                              for s in self.plan.steps if s.must_fail)
         if want == "cancelled":
             return f"cancel planned at {self.plan.cancel_at}, which is {status(self.plan.cancel_at or '')}"
         failed = [(sid, item, r) for (sid, item), r in sorted(self.rows.items()) if r.status == "failed"]
         return "; ".join(f"{sid}{f'[{item}]' if item >= 0 else ''} ({_trouble(self.plan.by_id[sid])}) failed: "
-                         f"{r.error}" for sid, item, r in failed) or "no step failed"
+                         f"{r.error}{self._history(sid, item)}" for sid, item, r in failed) or "no step failed"
+
+    def _history(self, sid: str, item: int | None = None) -> str:
+        """What the effects server saw of a step: each execution or request, its number, outcome and time."""
+        seen = [f"#{e['n']}[{e['item']}] {e['outcome']} {((e['ended'] or e['started']) - e['started']):.1f}s"
+                for e in self.server.executions_of(self.run_id)
+                if e["step"] == sid and (item is None or item < 0 or e["item"] == item)]
+        seen += [f"request #{r['n']} {r['key'].rsplit(':', 1)[1]}" for r in self.server.requests_of(self.run_id)
+                 if r["key"].split(":")[1] == sid]
+        return f" [seen: {', '.join(seen[:8])}]" if seen else " [never executed]"
 
     def _succeeded_step(self, s: StepPlan) -> None:
         row = self.rows.get((s.id, NO_ITEM))
