@@ -101,6 +101,7 @@ def get_one(run_id: str, caller: Caller) -> dict[str, Any]:
 def cancel(run_id: str, caller: Caller) -> dict[str, Any]:
     """Cancel a pending, running or waiting run; 409 if it already ended."""
     caller.require(P.runs_manage)
+    run_id = get_run(run_id).id  # a short id names the run; the write takes the whole one
     cancel_run(run_id, actor=caller.name)
     return run_view(run_id)
 
@@ -110,6 +111,7 @@ def cancel(run_id: str, caller: Caller) -> dict[str, Any]:
 def retry(run_id: str, caller: Caller) -> dict[str, Any]:
     """Resume a failed run; the steps that succeeded are not run again. 409 unless the run failed."""
     caller.require(P.runs_manage)
+    run_id = get_run(run_id).id
     retry_run(run_id, actor=caller.name)
     return run_view(run_id)
 
@@ -121,7 +123,7 @@ def signal(run_id: str, name: str, body: SignalIn, caller: Caller) -> SignalOut:
     caller.require(P.runs_signal, P.runs_signal_own)
     run = get_run(run_id)
     caller.require_run(run, P.runs_signal, P.runs_signal_own)
-    return SignalOut.model_validate(deliver_signal(run_id, name, body.payload, actor=caller.name))
+    return SignalOut.model_validate(deliver_signal(run.id, name, body.payload, actor=caller.name))
 
 
 @router.get("/{run_id}/audit", response_model=AuditOut, responses={
@@ -133,7 +135,7 @@ def get_audit(run_id: str, caller: Caller, request: Request) -> Response:
     caller.require(P.audit_read)
     run = get_run(run_id)
     with db.read_session() as session:
-        events = audit.list_events(session, run_id)
+        events = audit.list_events(session, run.id)
     verified = audit.verify_chain(events, head=run.audit_hash or None).verified
     items = [audit.event_dict(e) for e in events]
     headers = {"X-Audit-Verified": "true" if verified else "false"}

@@ -60,7 +60,7 @@ def test_cancel_and_audit_take_a_short_id(register):
     assert [json.loads(line)["type"] for line in lines][-1] == "run.cancelled"
 
 
-def test_the_api_reads_a_run_by_its_short_id(register):
+def test_the_api_reads_audits_and_cancels_a_run_by_its_short_id(register):
     from orchestra.api import create_app
     from orchestra.auth import create_key
 
@@ -71,6 +71,11 @@ def test_the_api_reads_a_run_by_its_short_id(register):
         assert answer.status_code == 200, answer.text
         assert answer.json()["id"] == run_id
         assert api.get(f"/v1/runs/{run_id[-5:]}", headers=headers).status_code == 422
+        trail = api.get(f"/v1/runs/{run_id[-8:]}/audit", headers=headers)
+        assert [e["type"] for e in trail.json()["events"]] == ["run.submitted"] and trail.json()["verified"]
+        cancelled = api.post(f"/v1/runs/{run_id[-8:]}/cancel", headers=headers)
+        assert cancelled.status_code == 200, cancelled.text
+        assert cancelled.json()["id"] == run_id and cancelled.json()["status"] == "cancelled"
 
 
 def test_inbox_shows_8_character_task_ids_that_decide_takes(workers):
