@@ -13,8 +13,8 @@ from rich.markup import escape
 
 from orchestra.cli import admin, common, runs, tasks, workflows
 
-app = typer.Typer(help="Orchestra: durable, governed workflows on Celery. Ids may be given as their first 8+ "
-                       "characters.", no_args_is_help=True, add_completion=False,
+app = typer.Typer(help="Orchestra: durable, governed workflows on Celery. A run or task id may be given as 8 "
+                       "or more of its first or last characters.", no_args_is_help=True, add_completion=False,
                   rich_markup_mode=None)  # plain help: rendering it with rich costs a fifth of a second
 
 for command in (runs.submit, runs.runs, runs.show, runs.audit, tasks.inbox, tasks.decide, runs.cancel, runs.retry,

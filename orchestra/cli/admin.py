@@ -16,8 +16,9 @@ from orchestra.cli.tables import keys_table, schedules_table
 from orchestra.errors import OrchestraError
 
 db_app = typer.Typer(help="The results database.", no_args_is_help=True, rich_markup_mode=None)
-keys_app = typer.Typer(help="API keys: create (the token is shown once), list, revoke.", no_args_is_help=True, rich_markup_mode=None)
-schedules_app = typer.Typer(help="Schedules (cron) that submit runs; config/schedules.yaml and the API define them.",
+keys_app = typer.Typer(help="API keys: create (the token is shown once), list, revoke.", no_args_is_help=True,
+                       rich_markup_mode=None)
+schedules_app = typer.Typer(help="Cron schedules that submit runs.",
                             no_args_is_help=True, rich_markup_mode=None)
 
 
@@ -33,7 +34,10 @@ def worker(
     concurrency: int = typer.Option(2, "--concurrency", "-c", help="Worker processes."),
     loglevel: str = typer.Option("info", "--loglevel", "-l"),
 ) -> None:
-    """Start a Celery worker for Orchestra's steps; it is started again if it dies on its own."""
+    """Start a Celery worker for Orchestra's steps.
+
+    It is started again if it dies on its own.
+    """
     import logging
 
     from orchestra.bootstrap import bootstrap
@@ -59,7 +63,11 @@ def _exec_celery(args: list[str]) -> NoReturn:
 
 
 def up(procfile: Path = typer.Option(Path("Procfile"), help="Processes to start.")) -> None:
-    """Start the whole stack: embedded Redis if needed, migrations, then the Procfile through honcho."""
+    """Start the whole stack (what `make run` runs).
+
+    An embedded Redis if ORCHESTRA_REDIS_URL is unset, migrations, then the Procfile through honcho.
+    Refuses to start a second stack on the same var/.
+    """
     from orchestra.stack import run_stack
 
     raise typer.Exit(run_stack(procfile))
@@ -84,7 +92,10 @@ def keys_create(
     group: list[str] = typer.Option([], "--group", help="An approver's group; repeat for several."),
     expires: str = typer.Option(None, "--expires", help="Lifetime such as 30d or 12h; never expires when left out."),
 ) -> None:
-    """Create a key and print its token once; only a hash of it is stored."""
+    """Create a key and print its token once.
+
+    Only a hash of it is stored.
+    """
     from datetime import timedelta
 
     from orchestra.auth import create_key
@@ -127,7 +138,7 @@ def keys_revoke(name: str = typer.Argument(..., help="The key's name or id.")) -
 
 
 def schedules_list(as_json: bool = typer.Option(False, "--json"), wide: bool = WIDE) -> None:
-    """Every schedule, its next due time and its last run."""
+    """List schedules, when they are next due, their last run."""
     from orchestra.schedules import list_schedules
 
     found = list_schedules()
@@ -141,7 +152,7 @@ def schedules_list(as_json: bool = typer.Option(False, "--json"), wide: bool = W
 
 
 def recover() -> None:
-    """Rebuild every wait and deadline in Redis from the database (after Redis lost its data)."""
+    """Rebuild the waits and deadlines in Redis from the database."""
     from orchestra.waits import recover as recover_waits
 
     try:
@@ -157,7 +168,10 @@ def demo_systems(
     database: Path | None = typer.Option(None, help="The business database to seed; default var/business.db."),
     flaky: int = typer.Option(0, help="Answer 503 this many times per new refund key, to show connector retries."),
 ) -> None:
-    """Seed the DEMO order book and serve DEMO payments and CRM APIs (not real systems; see orchestra/demo.py)."""
+    """Serve the DEMO payments and CRM APIs and order book.
+
+    Not real systems; see orchestra/demo.py.
+    """
     import logging
     import signal
 

@@ -28,7 +28,10 @@ def submit(
     timeout: float = typer.Option(600.0, help="Seconds --wait waits at most."),
     as_json: bool = typer.Option(False, "--json", help="Print the run as JSON."),
 ) -> None:
-    """Submit a run and print its id. Exit 3: recorded as pending, it starts when Redis is back."""
+    """Submit a run and print its id.
+
+    Exits 3 when Redis is down: the run is recorded as pending and starts when Redis is back.
+    """
     from orchestra.bootstrap import bootstrap
     from orchestra.runs import run_view, submit_run
 
@@ -181,7 +184,7 @@ def cancel(
     run_id: str = typer.Argument(..., help="The run to end: its id, or its first 8+ characters."),
     reason: str = typer.Option("", "--reason", help="Recorded on the run and in its audit trail."),
 ) -> None:
-    """Cancel a pending, running or waiting run; its open tasks close."""
+    """Cancel a run that has not ended; its open tasks close."""
     from orchestra.runs import cancel_run
 
     try:
@@ -196,7 +199,7 @@ def retry(
     wait: bool = typer.Option(False, "--wait", help="Return when the run ends or parks; exit 1 if it failed again."),
     timeout: float = typer.Option(600.0, help="Seconds --wait waits at most."),
 ) -> None:
-    """Resume a failed run; the steps that succeeded are kept and not run again."""
+    """Resume a failed run, keeping the steps that succeeded."""
     from orchestra.runs import retry_run
 
     try:

@@ -92,6 +92,12 @@ def fixed(header: str, width: int, wide: bool = False) -> Column:
     return Column(header, no_wrap=True, width=None if wide else width)
 
 
+def named(header: str, values: Iterable[str], wide: bool = False, cap: int = 24) -> Column:
+    """A column of names people type back (keys, schedules, workflows): whole up to ``cap`` characters."""
+    longest = max([len(header), *(len(v) for v in values)])
+    return Column(header, no_wrap=True, width=None if wide else min(longest, cap), overflow="ellipsis")
+
+
 def text(header: str, wide: bool = False, ratio: int = 1, max_width: int | None = None) -> Column:
     """A column of free text that gives way when the terminal is narrow (its cells stay on one line)."""
     return Column(header, ratio=ratio, max_width=None if wide else max_width, overflow="fold" if wide else "ellipsis")
@@ -161,7 +167,7 @@ def audit_table(events: Iterable[dict[str, Any]], *, wide: bool = False) -> Tabl
 def keys_table(rows: Iterable[dict[str, Any]], *, wide: bool = False) -> Table:
     rows = list(rows)
     revoked = any(k["revoked_at"] for k in rows)  # the column only when --revoked lists revoked keys
-    columns = [text("name", wide, ratio=2), fixed("role", 9, wide), text("groups", wide),
+    columns = [named("name", (k["name"] for k in rows), wide), fixed("role", 9, wide), text("groups", wide),
                fixed("created", 29 if wide else 10, wide), fixed("expires", 29 if wide else 10, wide),
                fixed("last used", 29 if wide else 10, wide)]
     out = table(*columns, *([fixed("revoked", 29 if wide else 10, wide)] if revoked else []), title="API keys")
@@ -173,7 +179,8 @@ def keys_table(rows: Iterable[dict[str, Any]], *, wide: bool = False) -> Table:
 
 
 def workflows_table(rows: Iterable[dict[str, Any]], *, wide: bool = False) -> Table:
-    out = table(text("name", wide, ratio=2), fixed("latest", 6, wide), fixed("versions", 8, wide),
+    rows = list(rows)
+    out = table(named("name", (w["name"] for w in rows), wide, cap=32), fixed("latest", 6, wide), fixed("versions", 8, wide),
                 fixed("steps", 5, wide), text("description", wide, ratio=3))
     for w in rows:
         add_row(out, escape(w["name"]), f"v{w['version']}", str(w["versions"]), str(w.get("steps", "")),
@@ -184,8 +191,8 @@ def workflows_table(rows: Iterable[dict[str, Any]], *, wide: bool = False) -> Ta
 def schedules_table(rows: Iterable[dict[str, Any]], *, wide: bool = False) -> Table:
     rows = list(rows)
     cron = max((len(s["cron"]) for s in rows), default=4)  # a cron expression cut short means nothing
-    out = table(text("name", wide, ratio=2), text("workflow", wide, ratio=2), fixed("cron", cron, wide),
-                text("timezone", wide, max_width=16), fixed("on", 3, wide), fixed("next", 29 if wide else 10, wide),
+    out = table(named("name", (s["name"] for s in rows), wide), text("workflow", wide), fixed("cron", cron, wide),
+                named("timezone", (s["timezone"] for s in rows), wide, cap=20), fixed("on", 3, wide), fixed("next", 29 if wide else 10, wide),
                 fixed("last run", 36 if wide else SHORT_ID, wide))
     for s in rows:
         add_row(out, escape(s["name"]), escape(s["workflow"]), escape(s["cron"]), escape(s["timezone"]),

@@ -25,7 +25,10 @@ def inbox(
     as_json: bool = typer.Option(False, "--json"),
     wide: bool = WIDE,
 ) -> None:
-    """List the human tasks you may act on; `decide` takes the 8-character ids shown."""
+    """List the human tasks you may act on.
+
+    `orchestra decide` takes the 8-character ids it shows.
+    """
     from orchestra.decisions import list_tasks
 
     actor, groups, is_admin = _decider(as_user, group)

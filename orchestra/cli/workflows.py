@@ -13,7 +13,8 @@ from orchestra.cli.runs import WIDE
 from orchestra.cli.tables import workflows_table
 from orchestra.errors import OrchestraError
 
-workflows_app = typer.Typer(help="Registered workflow specs: list, show, register.", no_args_is_help=True, rich_markup_mode=None)
+workflows_app = typer.Typer(help="Registered workflow specs: list, show, register.", no_args_is_help=True,
+                            rich_markup_mode=None)
 
 
 def _read(spec: Path) -> str:
@@ -37,7 +38,11 @@ def validate(
     spec: Path = typer.Argument(..., help="A workflow spec file (YAML or JSON)."),
     as_json: bool = typer.Option(False, "--json", help="Print the list of problems as JSON ([] when valid)."),
 ) -> None:
-    """Check a spec in one pass: every problem with its field, task functions and connectors resolved; exit 1 if any."""
+    """Check a spec, reporting every problem at once.
+
+    Task functions are resolved against tasks/ and connectors against config/connectors.yaml; exits 1 if
+    there is a problem.
+    """
     from orchestra.workflows import check_workflow
 
     text = _read(spec)
@@ -59,7 +64,7 @@ def validate(
 
 
 def workflows_list(as_json: bool = typer.Option(False, "--json"), wide: bool = WIDE) -> None:
-    """Every registered workflow with its latest version."""
+    """List registered workflows and their latest versions."""
     from orchestra.workflows import get_workflow, list_workflows
 
     rows: list[dict[str, Any]] = list_workflows()
@@ -78,7 +83,7 @@ def workflows_list(as_json: bool = typer.Option(False, "--json"), wide: bool = W
 def workflows_show(name: str = typer.Argument(..., help="The workflow's name."),
                    version: int | None = typer.Option(None, help="A specific version; default the latest."),
                    as_json: bool = typer.Option(False, "--json", help="The stored spec as JSON.")) -> None:
-    """A registered workflow's spec, as stored (YAML, or JSON with --json)."""
+    """Print a registered spec (YAML, or JSON with --json)."""
     import yaml
 
     from orchestra.workflows import get_workflow
@@ -98,7 +103,10 @@ def workflows_show(name: str = typer.Argument(..., help="The workflow's name."),
 
 def workflows_register(spec: Path = typer.Argument(..., help="A workflow spec file (YAML or JSON)."),
                        as_json: bool = typer.Option(False, "--json")) -> None:
-    """Validate a spec and store it; changed content makes a new version, the same content keeps its version."""
+    """Validate a spec and store it as a new version.
+
+    The same content again keeps the version it has.
+    """
     from orchestra import migrations
     from orchestra.workflows import register_workflow
 

@@ -214,3 +214,16 @@ def test_an_unknown_workflow_points_to_workflows_register():
     assert "register it with `orchestra workflows register FILE`" in " ".join(result.stderr.split()), result.stderr
     shown = cli("workflows", "show", "no-such-workflow-either")
     assert shown.returncode == 1 and "orchestra workflows register FILE" in " ".join(shown.stderr.split())
+
+
+def test_schedules_list_shows_a_saved_schedule_whole():
+    from orchestra.schedules import save_schedule
+
+    name = f"cli-sched-{uuid.uuid4().hex[:6]}"
+    save_schedule({"name": name, "workflow": "example", "cron": "*/15 9-17 * * 1-5", "timezone": "Europe/Amsterdam",
+                   "input": {"customer": "ann", "message": "hi"}})
+    listed = json.loads(cli("schedules", "list", "--json", check=True).stdout)
+    assert next(s for s in listed if s["name"] == name)["cron"] == "*/15 9-17 * * 1-5"
+    table = cli("schedules", "list", check=True).stdout
+    row = next(line for line in table.splitlines() if line.startswith(name))
+    assert "*/15 9-17 * * 1-5" in row and " yes " in row, table
