@@ -205,6 +205,7 @@ def test_the_run_page_groups_parallel_steps_with_durations_and_millisecond_local
     assert text == tokyo.strftime("%Y-%m-%d %H:%M:%S.") + f"{tokyo.microsecond // 1000:03d}"
     assert "Asia/Tokyo" in page.inner_text("footer")
     shoot(page, "run-1280")
+    assert _fits(page) <= 1280  # an open payload wraps inside the audit table instead of widening it
 
     # And at 390 px wide, with every payload open, nothing scrolls sideways
     page.set_viewport_size(NARROW)
