@@ -192,10 +192,10 @@ def schedules_table(rows: Iterable[dict[str, Any]], *, wide: bool = False) -> Ta
     rows = list(rows)
     cron = max((len(s["cron"]) for s in rows), default=4)  # a cron expression cut short means nothing
     out = table(named("name", (s["name"] for s in rows), wide), text("workflow", wide), fixed("cron", cron, wide),
-                named("timezone", (s["timezone"] for s in rows), wide, cap=20), fixed("on", 3, wide), fixed("next", 29 if wide else 10, wide),
+                text("timezone", wide), fixed("next", 29 if wide else 10, wide),
                 fixed("last run", 36 if wide else SHORT_ID, wide))
     for s in rows:
-        add_row(out, escape(s["name"]), escape(s["workflow"]), escape(s["cron"]), escape(s["timezone"]),
-                "yes" if s["enabled"] else "no", ago(s["next_run_at"], wide=wide), short_id(s["last_run_id"], wide),
-                wide=wide)
+        due = ago(s["next_run_at"], wide=wide) if s["enabled"] else "disabled"
+        add_row(out, escape(s["name"]), escape(s["workflow"]), escape(s["cron"]), escape(s["timezone"]), due,
+                short_id(s["last_run_id"], wide), wide=wide)
     return out
