@@ -41,7 +41,7 @@ def submit(
         run, _ = submit_run(workflow, data, version=version, idempotency_key=idempotency_key, key=key,
                             actor=cli_actor())
     except OrchestraError as exc:
-        _report_not_enqueued(exc, idempotency_key)
+        _report_not_enqueued(exc, idempotency_key, as_json)
         report(exc)
     if not wait:
         emit_json(run_view(run.id)) if as_json else console.print(run.id)
@@ -54,12 +54,15 @@ def submit(
     raise typer.Exit(0 if view["status"] in ("succeeded", "waiting") else 1)
 
 
-def _report_not_enqueued(exc: OrchestraError, idempotency_key: str | None) -> None:
+def _report_not_enqueued(exc: OrchestraError, idempotency_key: str | None, as_json: bool) -> None:
     """A run that was recorded but not enqueued is not an error to retry blindly: it starts by itself."""
     run_id = getattr(exc, "run_id", None)
     if not (run_id and exc.retryable):
         return
-    sys.stdout.write(f"{run_id}\n")
+    if as_json:
+        emit_json({"id": run_id, "status": "pending", "enqueued": False})
+    else:
+        sys.stdout.write(f"{run_id}\n")
     again = (f"; submitting again with --idempotency-key {idempotency_key} returns this run" if idempotency_key
              else "; do not submit it again, or it runs twice")
     err.print(f"[yellow]recorded as pending as run {run_id}; it starts when Redis is back[/yellow]{escape(again)}")

@@ -173,8 +173,10 @@ def test_submit_with_redis_down_records_the_run_as_pending_exits_3_and_a_resubmi
     stack.redis.stop()
     try:
         down = cli("submit", "example", "--input", body, "--idempotency-key", key)
+        as_json = cli("submit", "example", "--input", body, "--json")
     finally:
         stack.redis.start()
+    assert as_json.returncode == 3 and json.loads(as_json.stdout)["enqueued"] is False, as_json.stderr
     assert down.returncode == 3, down.stderr
     run_id = down.stdout.strip()
     said = " ".join(down.stderr.split())
