@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+from orchestra.client import AsyncClient, Client
 from tests.orchestra.api.conftest import assert_error_shape, unique
+from tests.orchestra.api.test_client import server  # noqa: F401 - the uvicorn fixture
 
 
 def test_runs_are_found_by_the_business_key_they_were_submitted_with(api: Any, key: Any, workflow: Any) -> None:
@@ -65,3 +68,21 @@ def test_a_business_key_that_is_empty_too_long_or_has_control_characters_gets_42
         assert response.status_code == 422, bad
         assert response.json()["errors"][0]["loc"] == ["body", "key"], bad
     assert api.get("/v1/runs", params={"key": ""}, headers=admin).status_code == 422
+
+
+def test_the_clients_submit_a_business_key_and_list_by_it(server: str, key: Any, workflow: Any) -> None:  # noqa: F811
+    name, order = workflow(), unique("order")
+    token = key("submitter")["Authorization"].removeprefix("Bearer ")
+    with Client(server, token) as orchestra:
+        run = orchestra.submit(name, {"order_id": order}, key=order)
+        orchestra.submit(name, {"order_id": order})
+        assert run["key"] == order
+        assert [r["id"] for r in orchestra.list_runs(key=order)["runs"]] == [run["id"]]
+
+    async def from_async() -> list[str]:
+        async with AsyncClient(server, token) as orchestra:
+            again = await orchestra.submit(name, {"order_id": order}, key=order)
+            return [again["id"], *(r["id"] for r in (await orchestra.list_runs(key=order))["runs"])]
+
+    again, *listed = asyncio.run(from_async())
+    assert listed == [again, run["id"]]
