@@ -198,8 +198,13 @@ def load_spec(source: str | bytes | dict[str, Any]) -> WorkflowSpec:
 TaskResolver = Callable[[str], "str | None"]
 
 
-def check_spec(source: str | bytes | dict[str, Any], *, connectors: Collection[str] | None = None,
-               resolve_task: TaskResolver | None = None, with_fields: Mapping[str, Collection[str]] | None = None) -> tuple[WorkflowSpec | None, list[dict[str, Any]]]:
+def check_spec(
+    source: str | bytes | dict[str, Any],
+    *,
+    connectors: Collection[str] | None = None,
+    resolve_task: TaskResolver | None = None,
+    with_fields: Mapping[str, Collection[str]] | None = None,
+) -> tuple[WorkflowSpec | None, list[dict[str, Any]]]:
     """The spec and every problem with it, structural and graph-wide, in one pass.
 
     Args:

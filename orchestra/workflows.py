@@ -22,7 +22,8 @@ from orchestra.errors import NotFound, SpecError
 from orchestra.models import Workflow
 from orchestra.spec import WorkflowSpec, check_spec
 
-REGISTER_HINT = "register it with `orchestra workflows register FILE`, put it under config/workflows/, or POST /v1/workflows"
+REGISTER_HINT = ("register it with `orchestra workflows register FILE`, put it under config/workflows/, "
+                 "or POST /v1/workflows")
 
 
 def task_problem(target: str) -> str | None:
@@ -59,7 +60,8 @@ def task_problem(target: str) -> str | None:
     defined = sorted(name.rsplit(".", 1)[1] for name in task_kind._REGISTRY if name.rsplit(".", 1)[0] == module)
     if callable(getattr(loaded, func, None)):
         return f"{func}() in {loaded.__name__.replace('.', '/')}.py is not a step; decorate it with @orchestra.step"
-    return (f"{loaded.__name__.replace('.', '/')}.py has no step function '{func}'; define `@orchestra.step def {func}(...)` there"
+    where = f"{loaded.__name__.replace('.', '/')}.py"
+    return (f"{where} has no step function '{func}'; define `@orchestra.step def {func}(...)` there"
             + (f", or use one of: {', '.join(defined)}" if defined else ""))
 
 
