@@ -123,6 +123,9 @@ def keys_list(as_json: bool = typer.Option(False, "--json"),
     if as_json:
         emit_json(found)
         return
+    if not found:
+        console.print("[dim]no keys; create one with `orchestra keys create --name NAME --role ROLE`[/dim]")
+        return
     print_table(keys_table(found, wide=wide), wide=wide)
 
 
