@@ -219,5 +219,6 @@ def test_the_run_page_groups_parallel_steps_with_durations_and_millisecond_local
     shoot(page, "run-390-audit-open", full=False)
     page.goto(f"{server}/ui/home")
     assert _fits(page) <= 390
-    page.goto(f"{server}/ui/runs")
+    page.goto(f"{server}/ui/runs?q={run.id[:8]}")
+    shoot(page, "runs-390", full=False)
     assert _fits(page) <= 390
