@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import time
 from typing import Any
 
@@ -74,3 +77,36 @@ def noop() -> None:
 def returns(kind: str) -> Any:
     """Return something that cannot be stored as JSON: a float NaN, a set, or an unpaired surrogate."""
     return {"nan": float("nan"), "set": {1, 2}, "surrogate": "\ud800"}[kind]
+
+
+@step
+def flaky_each(key: str, value: Any, fail_times: int) -> Any:
+    """Record ``value`` under ``key``, then fail the first ``fail_times`` executions for that value."""
+    r = client()
+    r.rpush(f"{key}:seen", json.dumps(value))
+    if int(r.incr(f"{key}:{json.dumps(value)}")) <= fail_times:
+        raise RuntimeError(f"flaky failure for {value!r}")
+    return value
+
+
+@step
+def die(key: str) -> None:
+    """Count one start under ``key``, then kill this worker process outright, as an out-of-memory kill would."""
+    client().incr(key)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@step
+def linger(key: str, seconds: float) -> float:
+    """Mark ``{key}:started``, sleep, then mark ``{key}:done``; ``{key}:interrupted`` if it was stopped instead."""
+    r = client()
+    r.incr(f"{key}:started")
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+    except BaseException:
+        r.incr(f"{key}:interrupted")
+        raise
+    r.incr(f"{key}:done")
+    return seconds
