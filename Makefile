@@ -26,6 +26,7 @@ typecheck: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q
 
 # The randomized fault test (tests/chaos): `make chaos` runs CHAOS_SEEDS (200) and prints a table;

@@ -12,13 +12,13 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from orchestra.ids import new_id
-from orchestra.models import AuditEvent, Run, utcnow
+from orchestra.models import AuditEvent, utcnow
 from orchestra.redact import redact
 
 GENESIS = "0" * 64
@@ -72,23 +72,6 @@ def chain_event(
     values["hash"] = _digest(values)
     head.seq, head.hash = values["seq"], values["hash"]
     return values
-
-
-def record_event(
-    session: Session,
-    run: Run,
-    type: str,
-    *,
-    actor: str = "system",
-    step_id: str | None = None,
-    payload: dict[str, Any] | None = None,
-    at: datetime | None = None,
-) -> None:
-    """Append one event to ``run``'s chain. ``run`` must be locked by this transaction."""
-    head = ChainHead(run.id, run.audit_seq, run.audit_hash)
-    session.execute(insert(cast(Table, AuditEvent.__table__)),
-                    [chain_event(head, type, actor=actor, step_id=step_id, payload=payload, at=at)])
-    run.audit_seq, run.audit_hash = head.seq, head.hash
 
 
 @dataclass(frozen=True)

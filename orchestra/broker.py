@@ -122,7 +122,7 @@ def dispatch_run(run_id: str) -> None:
     from orchestra import db
     from orchestra.compiler import compile_run
     from orchestra.models import NO_ITEM, TERMINAL_RUN, Run, StepRun
-    from orchestra.workflows import get_workflow
+    from orchestra.catalog import get_workflow
 
     with db.read_session() as session:
         found = session.execute(select(Run.workflow, Run.version, Run.status).where(Run.id == run_id)).first()

@@ -22,7 +22,7 @@ from typing import Any
 from celery import chain, group
 from celery.canvas import Signature
 
-from orchestra.models import ENDED_STEP, NO_ITEM, StepStatus
+from orchestra.states import ENDED_STEP, NO_ITEM, StepStatus
 from orchestra.settings import get_settings
 from orchestra.spec import WorkflowSpec
 

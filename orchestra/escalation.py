@@ -1,6 +1,6 @@
 """Deadlines: what happens when a wait's deadline passes.
 
-The sweeper (``waits.sweep_deadlines``) hands each due wait to ``apply_deadline``
+The sweeper (``sweep_deadlines``) hands each due wait to ``apply_deadline``
 exactly once. For a human task it applies the step's ``escalate`` chain in order:
 
 - ``{after, to}`` reassigns the task to ``to`` at ``level + 1`` and notifies them;
@@ -139,4 +139,15 @@ def _expire(task: HumanTask, reason: str) -> str:
     return "expired"
 
 
-__all__ = ["apply_deadline", "escalate", "end_wait", "time_out"]
+def sweep_deadlines() -> int:
+    """A sweep hook: apply every due deadline (escalate, end the wait, or time out); returns how many."""
+    due = waits.claim_due()
+    for wait_id in due:
+        try:
+            apply_deadline(wait_id)
+        except Exception:  # noqa: BLE001 - one bad wait must not stop the others; it is retried after DUE_LEASE
+            log.exception("deadline of wait %s failed; it will be retried", wait_id)
+    return len(due)
+
+
+__all__ = ["sweep_deadlines", "apply_deadline", "escalate", "end_wait", "time_out"]

@@ -7,7 +7,6 @@ plan for what remains. Migrations live in ``orchestra/migrations``.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from enum import Enum
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
@@ -15,6 +14,15 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 from orchestra.jsonsafe import json_problem as json_problem  # re-exported: it used to live here
+from orchestra.states import (  # noqa: F401 - the states live with no I/O; models re-exports them
+    DONE_STEP,
+    ENDED_STEP,
+    NO_ITEM,
+    TERMINAL_RUN,
+    RunStatus,
+    StepStatus,
+    TaskStatus,
+)
 
 
 def utcnow() -> datetime:
@@ -36,33 +44,6 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is not None and value.tzinfo is None:
             return value.replace(tzinfo=timezone.utc)
         return value
-
-
-class RunStatus(str, Enum):
-    pending = "pending"  # recorded, not yet picked up by a worker
-    running = "running"  # at least one step has started
-    waiting = "waiting"  # parked on a person or a signal; holds no worker
-    succeeded = "succeeded"  # every step ended succeeded or skipped
-    failed = "failed"  # a step failed after its last attempt
-    cancelled = "cancelled"  # stopped by a person
-
-
-class StepStatus(str, Enum):
-    pending = "pending"  # not started; its needs may not be met yet
-    running = "running"  # held by a worker under a lease
-    waiting = "waiting"  # parked on a person or a signal
-    succeeded = "succeeded"  # output recorded; never executed again
-    failed = "failed"  # last attempt failed
-    skipped = "skipped"  # its `if` was false
-    cancelled = "cancelled"  # its run was cancelled
-
-
-TERMINAL_RUN = frozenset({RunStatus.succeeded, RunStatus.failed, RunStatus.cancelled})
-DONE_STEP = frozenset({StepStatus.succeeded, StepStatus.skipped})  # a need that is met
-ENDED_STEP = frozenset({StepStatus.succeeded, StepStatus.skipped, StepStatus.failed, StepStatus.cancelled})
-
-# The whole step row when a step has no fan-out; the parent row of a fan-out.
-NO_ITEM = -1
 
 
 class Base(DeclarativeBase):
@@ -190,14 +171,6 @@ class Schedule(Base):
     last_run_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
-
-
-class TaskStatus(str, Enum):
-    open = "open"  # waiting for a decision
-    approved = "approved"  # decided: approve (by a person, a quorum or an escalation action)
-    rejected = "rejected"  # decided: reject
-    expired = "expired"  # its deadline ended it without a decision (timeout or `action: fail`)
-    cancelled = "cancelled"  # its run was cancelled, or a newer attempt of the step replaced it
 
 
 class HumanTask(Base):

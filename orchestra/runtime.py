@@ -35,7 +35,8 @@ from orchestra.compiler import HARD_LIMIT_GRACE, fanout_canvas
 from orchestra.errors import OrchestraError, StepError, StepTimeout
 from orchestra.models import NO_ITEM
 from orchestra.redact import redact_text
-from orchestra.steps.base import Park, StepCall, get_kind
+from orchestra.steps.base import Park, StepCall
+from orchestra.steps.kinds import get_kind
 from orchestra.transitions import Claim, Outcome
 
 log = logging.getLogger(__name__)

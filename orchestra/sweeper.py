@@ -23,7 +23,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import RedisError
 from sqlalchemy.exc import OperationalError
 
-from orchestra import broker, db, keys, waits
+from orchestra import broker, db, escalation, keys, waits
 from orchestra.models import Run, RunStatus, StepRun, StepStatus, utcnow
 from orchestra.settings import get_settings
 
@@ -95,7 +95,7 @@ def _backlog() -> bool:
 
 def sweep_once() -> None:
     """One pass of every sweep; a failing part is logged and does not stop the others."""
-    for part in (reap_lapsed_leases, redispatch_stalled, waits.reconcile_waits, waits.sweep_deadlines):
+    for part in (reap_lapsed_leases, redispatch_stalled, waits.reconcile_waits, escalation.sweep_deadlines):
         name = getattr(part, "__name__", part)
         try:
             part()

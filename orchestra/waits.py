@@ -221,16 +221,3 @@ def restore_wait(wait_id: str) -> bool:
     else:
         store_wait(wait.id, SIGNAL, wait.run_id, wait.step_id, deadline=wait.deadline)
     return True
-
-
-def sweep_deadlines() -> int:
-    """A sweep hook: apply every due deadline (escalate, end the wait, or time out); returns how many."""
-    from orchestra.escalation import apply_deadline
-
-    due = claim_due()
-    for wait_id in due:
-        try:
-            apply_deadline(wait_id)
-        except Exception:  # noqa: BLE001 - one bad wait must not stop the others; it is retried after DUE_LEASE
-            log.exception("deadline of wait %s failed; it will be retried", wait_id)
-    return len(due)

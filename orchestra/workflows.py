@@ -1,4 +1,6 @@
-"""Registered workflow specs, versioned in the results database.
+"""Registering workflow specs: every problem found in one pass, then a new version stored.
+
+Reading them back is ``orchestra.catalog``'s (``get_workflow``, re-exported here).
 
 Registering a spec whose content changed makes a new version; registering the
 same content again returns the version it already has. Specs are immutable once
@@ -20,10 +22,9 @@ from sqlalchemy import func, select
 from orchestra import db
 from orchestra.errors import NotFound, SpecError
 from orchestra.models import Workflow
+from orchestra.catalog import REGISTER_HINT, get_workflow, list_workflows
 from orchestra.spec import WorkflowSpec, check_spec
 
-REGISTER_HINT = ("register it with `orchestra workflows register FILE`, put it under config/workflows/, "
-                 "or POST /v1/workflows")
 
 
 def task_problem(target: str) -> str | None:
@@ -111,33 +112,6 @@ def register_workflow(source: str | bytes | dict[str, Any]) -> WorkflowSpec:
         stored = spec.model_copy(update={"version": version})
         session.add(Workflow(name=spec.name, version=version, spec=stored.canonical(), spec_hash=digest))
     return stored
-
-
-@lru_cache(maxsize=512)
-def _cached(name: str, version: int) -> WorkflowSpec:
-    with db.read_session() as session:
-        row = session.scalars(select(Workflow).where(Workflow.name == name, Workflow.version == version)).first()
-        if row is None:
-            raise NotFound(f"workflow '{name}' has no version {version}")
-        return WorkflowSpec.model_validate(row.spec)
-
-
-def get_workflow(name: str, version: int | None = None) -> WorkflowSpec:
-    """A stored spec; the latest version when ``version`` is None."""
-    if version is None:
-        with db.read_session() as session:
-            version = session.scalar(select(func.max(Workflow.version)).where(Workflow.name == name))
-        if version is None:
-            raise NotFound(f"no workflow named '{name}'; {REGISTER_HINT}")
-    return _cached(name, version)
-
-
-def list_workflows() -> list[dict[str, Any]]:
-    with db.read_session() as session:
-        rows = session.execute(
-            select(Workflow.name, func.max(Workflow.version), func.count()).group_by(Workflow.name).order_by(Workflow.name)
-        ).all()
-    return [{"name": name, "version": version, "versions": count} for name, version, count in rows]
 
 
 def load_config_workflows(directory: Path) -> list[WorkflowSpec]:

@@ -25,7 +25,7 @@ def _read(spec: Path) -> str:
 
 def _declared_connectors() -> list[str] | None:
     """The connectors config/connectors.yaml declares; None (not checked) when the file cannot be read."""
-    from orchestra.connectors.base import load_connectors
+    from orchestra.connectors.registry import load_connectors
 
     try:
         return sorted(load_connectors())

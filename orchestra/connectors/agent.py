@@ -23,12 +23,13 @@ import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from orchestra import templates
-from orchestra.connectors.base import audit_call, block, connector_for, parse_with
+from orchestra.call import StepCall
+from orchestra.connectors.base import audit_call, block, parse_with
 from orchestra.connectors.http import HttpConnector, HttpRequest
 from orchestra.connectors.llm import Completion, LlmConnector, parse_answer, schema_problem
 from orchestra.connectors.sql import SqlConnector, SqlQuery
+from orchestra.connectors.registry import connector_for
 from orchestra.errors import ConnectorError, TemplateError
-from orchestra.steps.base import StepCall
 
 if TYPE_CHECKING:
     from orchestra.connectors.base import Connector

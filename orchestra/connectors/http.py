@@ -28,7 +28,7 @@ from orchestra.redact import redact, redact_text
 from orchestra.spec import parse_duration
 
 if TYPE_CHECKING:
-    from orchestra.steps.base import StepCall
+    from orchestra.call import StepCall
 
 MAX_ERROR_BODY = 500
 _RESERVED_HEADERS = {"host", "authorization", "idempotency-key", "cookie", "proxy-authorization"}

@@ -33,7 +33,7 @@ from orchestra.errors import BudgetExceeded, ConnectorError, ConnectorUnavailabl
 from orchestra.redact import redact_text
 
 if TYPE_CHECKING:
-    from orchestra.steps.base import StepCall
+    from orchestra.call import StepCall
 
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(?P<body>.*?)\s*```\s*$", re.S)
 

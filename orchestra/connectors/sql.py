@@ -30,7 +30,7 @@ from orchestra.settings import get_settings
 from orchestra.templates import is_template
 
 if TYPE_CHECKING:
-    from orchestra.steps.base import StepCall
+    from orchestra.call import StepCall
 
 _COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.S)
 _STRINGS = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"")

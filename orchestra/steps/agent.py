@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from orchestra.connectors.agent import ToolNeedsApproval, parse_agent, run_agent, validate_tools
-from orchestra.connectors.base import connector_for
+from orchestra.connectors.registry import connector_for
 from orchestra.connectors.llm import LlmConnector
 from orchestra.errors import BudgetExceeded
-from orchestra.steps.base import StepCall, StepKind, register_kind
+from orchestra.steps.base import StepCall, StepKind
 from orchestra.steps.escalate import over_budget, tool_approval
 
 
@@ -31,5 +31,3 @@ class AgentKind(StepKind):
         except ToolNeedsApproval as exc:
             raise tool_approval(call, exc.tool.name, exc.tool.uses, exc.arguments, request.approvers) from exc
 
-
-register_kind(AgentKind())

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestra.connectors.base import connector_for
+from orchestra.connectors.registry import connector_for
 from orchestra.connectors.http import HttpConnector
-from orchestra.steps.base import StepCall, StepKind, register_kind
+from orchestra.steps.base import StepCall, StepKind
 
 
 class HttpKind(StepKind):
@@ -17,5 +17,3 @@ class HttpKind(StepKind):
         assert isinstance(connector, HttpConnector)
         return connector.call(call, connector.parse_request(call, call.params))
 
-
-register_kind(HttpKind())

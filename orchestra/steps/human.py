@@ -25,7 +25,7 @@ from orchestra.errors import StepError
 from orchestra.ids import new_id
 from orchestra.models import TERMINAL_RUN, HumanTask, Run, TaskStatus, utcnow
 from orchestra.spec import parse_duration
-from orchestra.steps.base import Park, StepCall, StepKind, register_kind
+from orchestra.steps.base import Park, StepCall, StepKind
 
 
 def payload_digest(shown: Any) -> str:
@@ -108,5 +108,3 @@ class HumanKind(StepKind):
             "payload_hash": task.payload_hash, "deadline": task.deadline.isoformat() if task.deadline else None,
         }, after_commit=lambda: announce(task))
 
-
-register_kind(HumanKind())

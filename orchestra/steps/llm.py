@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestra.connectors.base import connector_for
+from orchestra.connectors.registry import connector_for
 from orchestra.connectors.llm import LlmConnector
 from orchestra.errors import BudgetExceeded, InvalidAnswer
-from orchestra.steps.base import StepCall, StepKind, register_kind
+from orchestra.steps.base import StepCall, StepKind
 from orchestra.steps.escalate import invalid_answer, over_budget
 
 
@@ -33,5 +33,3 @@ class LlmKind(StepKind):
         except BudgetExceeded as exc:
             raise over_budget(call, exc, request.output_schema) from exc
 
-
-register_kind(LlmKind())

@@ -18,7 +18,7 @@ from orchestra.errors import StepError
 from orchestra.ids import new_id
 from orchestra.models import TERMINAL_RUN, Signal, SignalWait, TaskStatus, utcnow
 from orchestra.spec import parse_duration
-from orchestra.steps.base import Park, StepCall, StepKind, register_kind
+from orchestra.steps.base import Park, StepCall, StepKind
 
 
 def _take_buffered(session: Any, run_id: str, name: str, wait_id: str | None) -> Signal | None:
@@ -74,5 +74,3 @@ class SignalKind(StepKind):
             "wait_id": wait.id, "name": wait.name, "deadline": wait.deadline.isoformat() if wait.deadline else None,
         }, after_commit=lambda: settle_parked(wait))
 
-
-register_kind(SignalKind())

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestra.connectors.base import connector_for
+from orchestra.connectors.registry import connector_for
 from orchestra.connectors.sql import SqlConnector
-from orchestra.steps.base import StepCall, StepKind, register_kind
+from orchestra.steps.base import StepCall, StepKind
 
 
 class SqlKind(StepKind):
@@ -18,5 +18,3 @@ class SqlKind(StepKind):
         query = connector.parse_query(call, call.params)
         return connector.call(call, query, raw_query=call.step.with_.get("query"))
 
-
-register_kind(SqlKind())

@@ -13,7 +13,7 @@ from functools import lru_cache
 from typing import Any, TypeVar
 
 from orchestra.errors import StepError
-from orchestra.steps.base import StepCall, StepKind, register_kind
+from orchestra.steps.base import StepCall, StepKind
 
 F = TypeVar("F", bound=Callable[..., Any])
 _REGISTRY: dict[str, Callable[..., Any]] = {}
@@ -65,5 +65,3 @@ class TaskKind(StepKind):
             kwargs["item"] = call.context.get("item")
         return func(**kwargs)
 
-
-register_kind(TaskKind())

@@ -18,7 +18,7 @@ from orchestra.models import DONE_STEP, StepStatus, TaskStatus, utcnow
 from orchestra.rawsql import Tx
 from orchestra.transitions import rules
 from orchestra.transitions.rows import STEP_COLUMNS, RunRow, StepRow
-from orchestra.workflows import get_workflow
+from orchestra.catalog import get_workflow
 
 _TOP_ROWS = f"SELECT {STEP_COLUMNS} FROM step_runs WHERE run_id = :run_id AND item = -1"
 _OPEN_ROWS = f"SELECT {STEP_COLUMNS} FROM step_runs WHERE run_id = :run_id AND status IN ('running', 'waiting'"

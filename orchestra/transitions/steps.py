@@ -22,7 +22,7 @@ from orchestra.spec import Step, WorkflowSpec
 from orchestra.transitions import rules
 from orchestra.transitions.ends import end_run, finish
 from orchestra.transitions.rows import STEP_COLUMNS, Outcome, RunRow, StepRow
-from orchestra.workflows import get_workflow
+from orchestra.catalog import get_workflow
 
 Journal = list[dict[str, Any]]  # audit events a step's connectors recorded: {type, actor, step_id, payload}
 

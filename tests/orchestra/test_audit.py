@@ -6,8 +6,8 @@ import uuid
 
 from sqlalchemy import text
 
-from orchestra import db
-from orchestra.audit import list_events, record_event, verify_chain
+from orchestra import db, transitions
+from orchestra.audit import list_events, verify_chain
 from orchestra.models import Run
 from orchestra.redact import register_secret
 from orchestra.runs import submit_run
@@ -17,10 +17,8 @@ def make_run(register) -> str:
     name = f"audit-{uuid.uuid4().hex[:8]}"
     register(f"name: {name}\nsteps: [{{id: a, uses: 'task:tests.support.steps.noop'}}]")
     run, _ = submit_run(name, {"k": 1}, dispatch=False)
-    with db.write_session() as session:
-        locked = session.get(Run, run.id, with_for_update=True)
-        for n in range(3):
-            record_event(session, locked, "test.event", payload={"n": n})
+    for n in range(3):
+        transitions.audit(run.id, "test.event", payload={"n": n})
     return run.id
 
 
@@ -55,9 +53,7 @@ def test_deleting_the_last_event_is_detected(register):
 def test_secret_values_are_redacted_from_payloads(register):
     register_secret("s3cr3t-value-123")
     run_id = make_run(register)
-    with db.write_session() as session:
-        run = session.get(Run, run_id, with_for_update=True)
-        record_event(session, run, "test.secret", payload={"note": "token is s3cr3t-value-123", "password": "x"})
+    transitions.audit(run_id, "test.secret", payload={"note": "token is s3cr3t-value-123", "password": "x"})
     with db.read_session() as session:
         last = list_events(session, run_id)[-1]
     assert last.payload == {"note": "token is ***", "password": "***"}

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from orchestra import db, keys, transitions
 from orchestra.audit import list_events, verify_chain
-from orchestra.connectors.base import parse_connectors, registry
+from orchestra.connectors.registry import parse_connectors, registry
 from orchestra.ids import new_id
 from orchestra.models import Run, StepRun
 from orchestra.spec import load_spec

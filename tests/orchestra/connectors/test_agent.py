@@ -7,7 +7,8 @@ import pytest
 from orchestra import db
 from orchestra.errors import GuardrailBlocked
 from orchestra.models import HumanTask
-from orchestra.steps.base import Park, get_kind
+from orchestra.steps.base import Park
+from orchestra.steps.kinds import get_kind
 from orchestra.steps.human import payload_digest
 from tests.orchestra.connectors.conftest import audit_of
 

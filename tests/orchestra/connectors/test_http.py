@@ -7,7 +7,7 @@ import json
 import pytest
 
 from orchestra.errors import ConnectorError, ConnectorUnavailable, GuardrailBlocked
-from orchestra.steps.base import get_kind
+from orchestra.steps.kinds import get_kind
 from tests.orchestra.connectors.conftest import audit_of
 from tests.orchestra.connectors.servers import Payments
 

@@ -118,8 +118,8 @@ def test_config_rates_parse_or_say_how_to_write_them():
 
 
 def test_an_http_connector_at_its_concurrency_cap_holds_the_step_back(payments, connectors, make_call):
-    from orchestra.connectors.base import get_connector
-    from orchestra.steps.base import get_kind
+    from orchestra.connectors.registry import get_connector
+    from orchestra.steps.kinds import get_kind
 
     connectors(f"""
 connectors:

@@ -8,7 +8,8 @@ import pytest
 
 from orchestra.connectors.budget import spent
 from orchestra.errors import ConnectorError, InvalidAnswer
-from orchestra.steps.base import Park, get_kind
+from orchestra.steps.base import Park
+from orchestra.steps.kinds import get_kind
 from tests.orchestra.connectors.conftest import audit_of
 from tests.orchestra.connectors.servers import ChatCompletions
 

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 
-from orchestra.connectors.base import get_connector
+from orchestra.connectors.registry import get_connector
 from orchestra.connectors.sql import SqlConnector, SqlQuery
 from orchestra.errors import ConnectorError, GuardrailBlocked
-from orchestra.steps.base import get_kind
+from orchestra.steps.kinds import get_kind
 from tests.orchestra.connectors.conftest import audit_of
 
 ORDERS = [("A1", 120.5, "open"), ("A2", 40, "open"), ("A3", 75, "closed"), ("A4", 10, "open"), ("A5", 99, "open")]

@@ -9,7 +9,8 @@ import pytest
 
 from orchestra.auth import create_key
 from orchestra.decisions import list_tasks
-from orchestra.steps.base import Park, get_kind
+from orchestra.steps.base import Park
+from orchestra.steps.kinds import get_kind
 from tests.orchestra.connectors.conftest import audit_of, connectors, make_call  # noqa: F401 - fixtures
 from tests.orchestra.ui.test_ui import sign_in
 from tests.orchestra.waitkit import unique
