@@ -175,7 +175,8 @@ steps:
     for duplicate in duplicates:  # each is consumed by the worker's free slot while the run is still running
         duplicate.get(timeout=30)
     with db.read_session() as session:
-        assert session.get(Run, run.id).status == "running"
+        still = session.get(Run, run.id)
+        assert still is not None and still.status == "running"
     redis_client.set(f"{key}:gate:open", 1)
     view = wait_for_run(run.id)
     assert view["status"] == "succeeded"
