@@ -19,6 +19,8 @@ from typing import Any
 
 import httpx
 
+from orchestra import errors as errors_module
+
 __all__ = [
     "AsyncClient", "Client", "ClientError", "Conflict", "Forbidden", "InvalidRequest", "NotFound", "PayloadTooLarge",
     "ServerError", "Unauthorized", "Unavailable", "WaitTimeout",
@@ -27,39 +29,43 @@ __all__ = [
 SETTLED = frozenset({"succeeded", "failed", "cancelled", "waiting"})  # what wait() returns on by default
 
 
-class ClientError(Exception):
-    """An error response from the API; ``errors`` holds its ``[{loc, msg, type}]`` items."""
+class ClientError(errors_module.OrchestraError):
+    """An error response from the API; ``errors`` holds its ``[{loc, msg, type}]`` items.
+
+    Each one is also the library's own error for the same thing (``Conflict`` is an
+    ``orchestra.errors.Conflict``), so code catches one tree whether it calls the API or the library.
+    """
 
     status_code: int = 0
 
     def __init__(self, message: str, errors: list[dict[str, Any]] | None = None, status_code: int | None = None,
                  response: httpx.Response | None = None) -> None:
-        super().__init__(message)
+        errors_module.OrchestraError.__init__(self, message)
         self.errors = errors or []
         self.response = response
         if status_code is not None:
             self.status_code = status_code
 
 
-class Unauthorized(ClientError):
+class Unauthorized(ClientError, errors_module.AuthError):
     """401: no token, or one that is unknown, revoked or expired."""
 
     status_code = 401
 
 
-class Forbidden(ClientError):
+class Forbidden(ClientError, errors_module.Forbidden):
     """403: the key's role (or groups) may not do this."""
 
     status_code = 403
 
 
-class NotFound(ClientError):
+class NotFound(ClientError, errors_module.NotFound):
     """404: no such run, workflow, task or schedule."""
 
     status_code = 404
 
 
-class Conflict(ClientError):
+class Conflict(ClientError, errors_module.Conflict):
     """409: idempotency key reused with another body, task already decided or expired, wrong run state."""
 
     status_code = 409
@@ -71,13 +77,13 @@ class PayloadTooLarge(ClientError):
     status_code = 413
 
 
-class InvalidRequest(ClientError):
+class InvalidRequest(ClientError, errors_module.InputError):
     """422: the request, spec, input or form input is invalid; ``errors`` names each field."""
 
     status_code = 422
 
 
-class Unavailable(ClientError):
+class Unavailable(ClientError, errors_module.Unavailable):
     """503: Redis or the database is down. A submitted run is recorded and dispatched later."""
 
     status_code = 503

@@ -26,6 +26,7 @@ from orchestra.ids import new_id, resolve_id
 from orchestra.models import NO_ITEM, TERMINAL_RUN, Decision, HumanTask, Run, StepRun, StepStatus, TaskStatus, utcnow
 from orchestra.steps.human import payload_digest, shown_payload
 from orchestra.workflows import get_workflow
+from orchestra.outages import translated
 
 DECISIONS = ("approve", "reject")
 
@@ -62,6 +63,7 @@ def task_view(task: HumanTask) -> dict[str, Any]:
     }
 
 
+@translated
 def list_tasks(actor: str, groups: Sequence[str] = (), *, is_admin: bool = False, status: str | None = "open",
                limit: int = 200) -> list[dict[str, Any]]:
     """The tasks ``actor`` may act on (every task for an admin), newest first. ``status=None`` lists all."""
@@ -76,6 +78,7 @@ def list_tasks(actor: str, groups: Sequence[str] = (), *, is_admin: bool = False
     return [task_view(t) for t in tasks if principal.may_decide(t.assignees or [])][:limit]
 
 
+@translated
 def get_task(task_id: str) -> HumanTask:
     """The task row, or ``NotFound`` naming how to find task ids."""
     with db.read_session() as session:
@@ -168,6 +171,7 @@ def refresh_payload(task_id: str, shown: dict[str, Any]) -> None:
                      deadline=task.deadline)
 
 
+@translated
 def decide(task_id: str, decision: str, actor: str, groups: Sequence[str] = (), *, is_admin: bool = False,
            input: Any = None, comment: str | None = None, payload_hash: str | None = None) -> dict[str, Any]:
     """Approve or reject a human task as ``actor``; returns the task's view after the decision.

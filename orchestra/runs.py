@@ -25,6 +25,7 @@ from orchestra.models import NO_ITEM, TERMINAL_RUN, Run, RunStatus, StepRun, jso
 from orchestra.settings import get_settings
 from orchestra.spec import WorkflowSpec
 from orchestra.workflows import get_workflow
+from orchestra.outages import translated
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ def _request_hash(workflow: str, version: int | None, data: Any) -> str:
     return hashlib.sha256(body.encode()).hexdigest()
 
 
+@translated
 def submit_run(
     workflow: str,
     data: Any,
@@ -116,6 +118,7 @@ def _find_idempotent(workflow: str, key: str, request_hash: str) -> Run | None:
     return run
 
 
+@translated
 def get_run(run_id: str) -> Run:
     """The run ``run_id`` names: a full id, or 8+ of its first or last characters (``orchestra.ids.resolve_id``)."""
     with db.read_session() as session:
@@ -125,6 +128,7 @@ def get_run(run_id: str) -> Run:
     return run
 
 
+@translated
 def run_view(run_id: str) -> dict[str, Any]:
     """The run as the API shows it, steps in spec order."""
     run = get_run(run_id)
@@ -147,6 +151,7 @@ def run_view(run_id: str) -> dict[str, Any]:
     }
 
 
+@translated
 def list_runs(*, workflow: str | None = None, status: str | None = None, limit: int = 50,
               cursor: str | None = None, submitted_by: str | None = None, key: str | None = None,
               id_prefix: str | None = None) -> tuple[list[Run], str | None]:
@@ -179,6 +184,7 @@ def list_runs(*, workflow: str | None = None, status: str | None = None, limit: 
     return runs, (runs[-1].id if more and runs else None)
 
 
+@translated
 def cancel_run(run_id: str, *, actor: str = "system", reason: str = "") -> Run:
     """End a run that has not ended: its open steps are cancelled, its waits close, its queued messages are revoked.
 
@@ -199,6 +205,7 @@ def cancel_run(run_id: str, *, actor: str = "system", reason: str = "") -> Run:
     return get_run(run_id)
 
 
+@translated
 def retry_run(run_id: str, *, actor: str = "system") -> Run:
     """Resume a failed run; steps that succeeded are kept and not run again."""
     get_run(run_id)

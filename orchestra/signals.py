@@ -20,6 +20,7 @@ from orchestra.models import TERMINAL_RUN, Run, Signal, SignalWait, StepRun, Ste
 from orchestra.runs import get_run
 from orchestra.waits import after_resume
 from orchestra.workflows import get_workflow
+from orchestra.outages import translated
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -78,6 +79,7 @@ def _receive(session: Any, run: transitions.RunRow, wait: SignalWait, row: StepR
     transitions.resume(tx, run, row.id, signal.payload)
 
 
+@translated
 def deliver_signal(run_id: str, name: str, payload: Any = None, actor: str = "system") -> dict[str, Any]:
     """Deliver signal ``name`` to a run; returns ``{id, run_id, name, status: delivered|buffered}``."""
     run = get_run(run_id)

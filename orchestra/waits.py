@@ -32,6 +32,7 @@ from sqlalchemy import select
 from orchestra import broker, db, keys
 from orchestra.errors import NotEnqueued
 from orchestra.models import Decision, HumanTask, SignalWait, StepRun, StepStatus, TaskStatus, utcnow
+from orchestra.outages import translated
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +174,7 @@ def _store(waits: list[HumanTask | SignalWait], votes: list[tuple[str, str]]) ->
             keys.client().sadd(keys.CLAIM + task_id + ":votes", actor)
 
 
+@translated
 def recover() -> int:
     """Rebuild every open wait, deadline and quorum vote in Redis from the database; returns how many waits."""
     tasks, signals, votes = _open_waits()

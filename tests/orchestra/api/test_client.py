@@ -118,3 +118,16 @@ def test_the_async_client_has_the_same_calls(server: str, key: Any, workflow: An
             assert isinstance(await admin.tasks(), list)
 
     asyncio.run(scenario())
+
+
+def test_each_client_error_is_the_library_error_for_the_same_thing():
+    from orchestra import client, errors
+
+    pairs = {client.Unauthorized: errors.AuthError, client.Forbidden: errors.Forbidden,
+             client.NotFound: errors.NotFound, client.Conflict: errors.Conflict,
+             client.InvalidRequest: errors.InputError, client.Unavailable: errors.Unavailable}
+    for client_error, library_error in pairs.items():
+        raised = client_error("409: x", [{"loc": ["body"], "msg": "m", "type": "t"}])
+        assert isinstance(raised, library_error) and isinstance(raised, errors.OrchestraError), client_error
+        assert raised.message == "409: x" and raised.errors == [{"loc": ["body"], "msg": "m", "type": "t"}]
+    assert client.Unavailable("503: down").retryable and not client.Conflict("409: x").retryable
