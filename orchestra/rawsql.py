@@ -63,9 +63,9 @@ class Tx:
     do not see its own writes.
     """
 
-    def __init__(self, cursor: Any, sqlite: bool, deferred: bool = False) -> None:
+    def __init__(self, cursor: Any, dialect: Dialect, deferred: bool = False) -> None:
         self._cursor = cursor
-        self._sqlite = sqlite
+        self.dialect = dialect
         self.writes: list[Write] | None = [] if deferred else None
 
     # -- statements -------------------------------------------------------------------------------------------
@@ -133,11 +133,11 @@ class Tx:
                 self._execute(sql, params)
 
     def lock(self, sql: str, **params: Any) -> Record | None:
-        """``one`` with the row locked for this transaction (SQLite's ``BEGIN IMMEDIATE`` already locks it all).
+        """``one`` with the row locked for this transaction (as the dialect locks a row).
 
         A deferred ``Tx`` only reads it: its guarded writes stand in for the lock.
         """
-        return self.one(sql if self._sqlite or self.writes is not None else f"{sql} FOR UPDATE", **params)
+        return self.one(sql if self.writes is not None else self.dialect.locking(sql), **params)
 
     # -- conversion -------------------------------------------------------------------------------------------
     def _execute(self, sql: str, params: dict[str, Any]) -> Any:
@@ -145,7 +145,7 @@ class Tx:
         return self._cursor
 
     def _sql(self, sql: str) -> str:
-        return sql if self._sqlite else _pyformat(sql)
+        return self.dialect.sql(sql)
 
     def _encode_all(self, values: dict[str, Any]) -> dict[str, Any]:
         encoded = dict(values)
@@ -159,18 +159,14 @@ class Tx:
         if name in TIME_COLUMNS and value is not None:
             if value.tzinfo is None:
                 raise ValueError(f"naive datetime given for {name}; use orchestra.models.utcnow()")
-            value = value.astimezone(timezone.utc)
-            # As SQLAlchemy's SQLite DateTime stores it: "2026-11-25 06:02:32.091000", which sorts as time does.
-            return value.replace(tzinfo=None).isoformat(" ", "microseconds") if self._sqlite else value
+            return self.dialect.encode_time(value.astimezone(timezone.utc))
         return value
 
     def _decode(self, name: str, value: Any) -> Any:
         if value is None:
             return None
         if name in JSON_COLUMNS:
-            # SQLite gives JSON text, or a number where the column's numeric affinity converted the text
-            # (as SQLAlchemy allows for); the PostgreSQL drivers parse JSON themselves.
-            return json.loads(value) if self._sqlite and isinstance(value, str) else value
+            return self.dialect.decode_json(value)
         if name in TIME_COLUMNS:
             moment = datetime.fromisoformat(value) if isinstance(value, str) else value
             return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
@@ -208,32 +204,164 @@ def _pyformat(sql: str) -> str:
 
 _kept = threading.local()  # on SQLite, each thread's (engine, pid, connection), kept across transactions
 _inherited: list[Any] = []
+T = TypeVar("T")
 
 
-@contextmanager
-def _connection(engine: Engine) -> Iterator[Any]:
-    """A DBAPI connection for one transaction: on SQLite the thread's own, kept open; else one from the pool.
+class Dialect:
+    """What the runtime's statements do differently on one database; ``SQLite`` and ``PostgreSQL`` are the two."""
 
-    A step costs two short transactions, and a pool checkout, its reset and its
-    checkin cost about as much as one of them. A SQLite file does not go away
-    under a connection the way a server can, so there it is kept; on PostgreSQL
-    every transaction takes a pooled connection, which ``pool_pre_ping`` checks.
-    A transaction opened inside another on the same thread takes a pooled one.
-    On an error the connection is rolled back and given up, so the next starts clean.
-    """
-    kept = getattr(_kept, "connection", None)
-    if engine.dialect.name != "sqlite" or getattr(_kept, "busy", False):
-        connection, kept = engine.raw_connection(), None
-    else:
+    name = ""
+
+    def sql(self, text: str) -> str:
+        """``text``, written with ``:name`` parameters, in the driver's parameter style."""
+        return text
+
+    def locking(self, sql: str) -> str:
+        """``sql`` (a one-row select) so that it locks the row for the transaction."""
+        return sql
+
+    def encode_time(self, value: datetime) -> Any:
+        """A UTC datetime as the column stores it."""
+        return value
+
+    def decode_json(self, value: Any) -> Any:
+        """A JSON column's value as the driver gave it, parsed."""
+        return value
+
+    @contextmanager
+    def connection(self, engine: Engine) -> Iterator[Any]:
+        """A DBAPI connection for one transaction, from the pool; on an error it is rolled back and given up."""
+        connection = engine.raw_connection()
+        with _giving_up(engine, connection):
+            yield connection
+        connection.close()  # back to the pool
+
+    def begin(self, cursor: Any) -> None:
+        """Start a write transaction on ``cursor``."""
+
+    def plan_and_write(self, engine: Engine, plan: Callable[[Tx], T]) -> T:
+        """Run ``plan`` in one write transaction, its row locks keeping out only the writers of the same run."""
+        with transaction() as tx:
+            return plan(tx)
+
+
+class PostgreSQL(Dialect):
+    """Row locks with ``FOR UPDATE``; pooled connections, which ``pool_pre_ping`` checks; pyformat parameters."""
+
+    name = "postgresql"
+
+    def sql(self, text: str) -> str:
+        return _pyformat(text)
+
+    def locking(self, sql: str) -> str:
+        return f"{sql} FOR UPDATE"
+
+
+class SQLite(Dialect):
+    """One writer at a time: writers queue on a file lock, plans are made on a snapshot and written after."""
+
+    name = "sqlite"
+
+    def encode_time(self, value: datetime) -> Any:
+        # As SQLAlchemy's SQLite DateTime stores it: "2026-11-25 06:02:32.091000", which sorts as time does.
+        return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+    def decode_json(self, value: Any) -> Any:
+        # SQLite gives JSON text, or a number where the column's numeric affinity converted the text
+        # (as SQLAlchemy allows for).
+        return json.loads(value) if isinstance(value, str) else value
+
+    def begin(self, cursor: Any) -> None:
+        cursor.execute("BEGIN IMMEDIATE")  # the writers' file lock is held: take SQLite's at once
+
+    @contextmanager
+    def connection(self, engine: Engine) -> Iterator[Any]:
+        """The thread's own connection, kept open across transactions.
+
+        A step costs two short transactions, and a pool checkout, its reset and its
+        checkin cost about as much as one of them. A SQLite file does not go away
+        under a connection the way a server can, so it is kept. A transaction opened
+        inside another on the same thread takes a pooled one.
+        """
+        if getattr(_kept, "busy", False):
+            with super().connection(engine) as pooled:
+                yield pooled
+            return
+        kept = getattr(_kept, "connection", None)
         if kept is None or kept[0] is not engine:  # first use, or the engine was rebuilt (fork, new settings)
             if kept is not None and kept[1] != os.getpid():
                 _inherited.append(kept)  # never close a parent's SQLite connection in a child: it drops its locks
             kept = _kept.connection = (engine, os.getpid(), engine.raw_connection())
         connection, _kept.busy = kept[2], True
+        try:
+            with _giving_up(engine, connection, forget=True):
+                yield connection
+        finally:
+            _kept.busy = False
+
+    def plan_and_write(self, engine: Engine, plan: Callable[[Tx], T]) -> T:
+        """Make ``plan`` on a snapshot and write it, up to ``OPTIMISTIC_ATTEMPTS`` times; then whole under the lock."""
+        for _ in range(OPTIMISTIC_ATTEMPTS):
+            applied, result = self._read_and_write(engine, plan)
+            if applied:
+                return result
+        return super().plan_and_write(engine, plan)
+
+    def _read_and_write(self, engine: Engine, plan: Callable[[Tx], T]) -> tuple[bool, T]:
+        """Make ``plan`` on a snapshot and apply its writes; False if a guard found its row moved on.
+
+        The writes go first into the snapshot's own transaction: its first write
+        takes the write lock, which SQLite refuses at once if another connection
+        holds it or has committed since the snapshot was read. Only then do the
+        guarded writes go into a write transaction of their own. So a claim usually
+        costs one transaction, not two, and its writes find the pages its reads brought
+        in (SQLite drops its page cache at the start of every transaction that follows
+        another process's commit).
+        """
+        with self.connection(engine) as connection:
+            cursor = connection.cursor()
+            cursor.execute("BEGIN DEFERRED")  # one consistent snapshot of the WAL for every read
+            reader = Tx(cursor, self, deferred=True)
+            result = plan(reader)
+            if not reader.writes:
+                connection.rollback()
+                return True, result
+            with db.writer_turn():
+                try:
+                    return self._apply(connection, cursor, reader.writes), result
+                except sqlite3.OperationalError as exc:
+                    if exc.sqlite_errorcode not in _REFUSED:
+                        raise
+                    connection.rollback()  # wait for the lock in a write transaction of its own
+                    self.begin(cursor)
+                    return self._apply(connection, cursor, reader.writes), result
+
+    def _apply(self, connection: Any, cursor: Any, writes: list[Write]) -> bool:
+        """Apply ``writes`` in the open transaction and commit; False, rolled back, if a guard did not hold."""
+        try:
+            Tx(cursor, self).apply(writes)
+        except Stale:
+            connection.rollback()
+            return False
+        connection.commit()
+        return True
+
+
+DIALECTS: dict[str, Dialect] = {"sqlite": SQLite(), "postgresql": PostgreSQL()}
+
+
+def dialect_of(engine: Engine) -> Dialect:
+    """The runtime's dialect for ``engine``'s database."""
+    return DIALECTS[engine.dialect.name]
+
+
+@contextmanager
+def _giving_up(engine: Engine, connection: Any, forget: bool = False) -> Iterator[None]:
+    """On an error, roll ``connection`` back and close it, so the next transaction starts clean."""
     try:
-        yield connection
+        yield
     except BaseException:
-        if kept is not None:
+        if forget:
             _kept.connection = None
         try:
             connection.rollback()
@@ -241,11 +369,6 @@ def _connection(engine: Engine) -> Iterator[Any]:
             connection.invalidate()  # a broken connection must not go back to the pool
         connection.close()
         raise
-    finally:
-        if kept is not None:
-            _kept.busy = False
-    if kept is None:
-        connection.close()  # back to the pool
 
 
 @contextmanager
@@ -257,16 +380,14 @@ def transaction() -> Iterator[Tx]:
     the run row with ``FOR UPDATE``.
     """
     engine = db.engine()
-    sqlite = engine.dialect.name == "sqlite"
-    with db.writer_turn(), _connection(engine) as connection:
+    dialect = dialect_of(engine)
+    with db.writer_turn(), dialect.connection(engine) as connection:
         cursor = connection.cursor()
-        if sqlite:
-            cursor.execute("BEGIN IMMEDIATE")
-        yield Tx(cursor, sqlite)
+        dialect.begin(cursor)
+        yield Tx(cursor, dialect)
         connection.commit()
 
 
-T = TypeVar("T")
 OPTIMISTIC_ATTEMPTS = 3
 # SQLite refuses a snapshot's first write at once, without waiting, when another connection holds the write lock
 # or has committed since the snapshot was read.
@@ -278,72 +399,25 @@ def optimistic(plan: Callable[[Tx], T], blind: Callable[[Tx], T] | None = None) 
 
     On SQLite, where every writer queues for one lock, ``plan`` reads from a
     snapshot and guards each update that depends on what it read; its writes are
-    then applied (``_read_and_write``). If another writer moved a guarded row on
-    meanwhile, the plan is read and made again; after ``OPTIMISTIC_ATTEMPTS`` such
-    clashes it runs whole under the lock. That keeps the step runtime's reads,
-    template rendering, hashing and encoding out of the queue. On PostgreSQL a run's
-    row lock keeps out only the writers of that run, so ``plan`` runs under it in
-    one transaction, which saves the snapshot's round trips.
+    then applied. If another writer moved a guarded row on meanwhile, the plan is
+    read and made again; after ``OPTIMISTIC_ATTEMPTS`` such clashes it runs whole
+    under the lock. That keeps the step runtime's reads, template rendering,
+    hashing and encoding out of the queue. On PostgreSQL a run's row lock keeps out
+    only the writers of that run, so ``plan`` runs under it in one transaction,
+    which saves the snapshot's round trips (``Dialect.plan_and_write``).
 
     ``blind`` is the same plan made from what the caller already knows, without
     reading (its ``Tx`` has no cursor): it is tried first, and when one of its
     guards does not hold, ``plan`` reads afresh as above.
     """
     engine = db.engine()
-    sqlite = engine.dialect.name == "sqlite"
+    dialect = dialect_of(engine)
     if blind is not None:
-        planner = Tx(None, sqlite, deferred=True)
+        planner = Tx(None, dialect, deferred=True)
         result = blind(planner)
         if _applied(planner):
             return result
-    if sqlite:
-        for _ in range(OPTIMISTIC_ATTEMPTS):
-            applied, result = _read_and_write(engine, plan)
-            if applied:
-                return result
-    with transaction() as tx:
-        return plan(tx)
-
-
-def _read_and_write(engine: Engine, plan: Callable[[Tx], T]) -> tuple[bool, T]:
-    """Make ``plan`` on a SQLite snapshot and apply its writes; False if a guard found its row moved on.
-
-    On SQLite the writes go first into the snapshot's own transaction: its first
-    write takes the write lock, which SQLite refuses at once if another connection
-    holds it or has committed since the snapshot was read. Only then do the
-    guarded writes go into a write transaction of their own. So a claim usually
-    costs one transaction, not two, and its writes find the pages its reads brought
-    in (SQLite drops its page cache at the start of every transaction that follows
-    another process's commit).
-    """
-    with _connection(engine) as connection:
-        cursor = connection.cursor()
-        cursor.execute("BEGIN DEFERRED")  # one consistent snapshot of the WAL for every read
-        reader = Tx(cursor, sqlite=True, deferred=True)
-        result = plan(reader)
-        if not reader.writes:
-            connection.rollback()
-            return True, result
-        with db.writer_turn():
-            try:
-                return _apply(connection, cursor, reader.writes), result
-            except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode not in _REFUSED:
-                    raise
-                connection.rollback()  # wait for the lock in a write transaction of its own
-                cursor.execute("BEGIN IMMEDIATE")
-                return _apply(connection, cursor, reader.writes), result
-
-
-def _apply(connection: Any, cursor: Any, writes: list[Write]) -> bool:
-    """Apply ``writes`` in the open SQLite transaction and commit; False, rolled back, if a guard did not hold."""
-    try:
-        Tx(cursor, sqlite=True).apply(writes)
-    except Stale:
-        connection.rollback()
-        return False
-    connection.commit()
-    return True
+    return dialect.plan_and_write(engine, plan)
 
 
 def _applied(deferred: Tx) -> bool:

@@ -29,7 +29,7 @@ def within(session: Session) -> Tx:
     """A ``Tx`` on ``session``'s connection, inside its transaction; the session is flushed first."""
     session.flush()
     connection = session.connection()
-    return Tx(connection.connection.cursor(), connection.dialect.name == "sqlite")
+    return Tx(connection.connection.cursor(), rawsql.dialect_of(connection.engine))
 
 
 def locked(tx: Tx, run_id: str) -> RunRow:

@@ -213,7 +213,7 @@ def test_a_stale_plan_writes_nothing_at_all(row_id):
         tx.update("step_runs", row_id, output="kept")
     with pytest.raises(rawsql.Stale):
         with rawsql.transaction() as tx:
-            deferred = rawsql.Tx(None, db.is_sqlite(), deferred=True)
+            deferred = rawsql.Tx(None, rawsql.dialect_of(db.engine()), deferred=True)
             deferred.insert("audit_events", [])  # nothing to insert: no write held back
             deferred.update("step_runs", row_id, output="lost")  # unguarded, held back
             deferred.update("step_runs", row_id, guard={"status": "pending"}, status="succeeded")
