@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from datetime import datetime, timezone
 from typing import Any
 
@@ -62,11 +63,21 @@ return due
 """
 
 
+class ClaimOutcome(str, Enum):
+    """What ``claim_decision`` found for one decision."""
+
+    won = "won"  # this decision settles the task
+    vote = "vote"  # an approval counted towards the quorum, which is not reached yet
+    voted = "voted"  # this person already approved
+    decided = "decided"  # another decision settled the task (``by`` and ``at`` say who and when)
+    missing = "missing"  # Redis holds no wait for the task (lost, or the task closed)
+
+
 @dataclass(frozen=True)
 class Claim:
-    """What ``claim_decision`` found: ``won``, ``vote``, ``voted``, ``decided`` (with who and when) or ``missing``."""
+    """What ``claim_decision`` found, and for ``decided`` who decided and when."""
 
-    outcome: str
+    outcome: ClaimOutcome
     by: str = ""
     at: str = ""
 
@@ -103,10 +114,10 @@ def claim_decision(task_id: str, actor: str, decision: str, quorum: int, at: dat
     r = keys.client()
     outcome, detail = r.eval(CLAIM_DECISION, 3, keys.WAIT + task_id, keys.CLAIM + task_id,
                              keys.CLAIM + task_id + ":votes", actor, at.isoformat(), decision, quorum, CLAIM_TTL)
-    if outcome == "decided":
+    if outcome == ClaimOutcome.decided:
         by, _, when = str(detail).partition("|")
-        return Claim("decided", by, when)
-    return Claim(str(outcome))
+        return Claim(ClaimOutcome.decided, by, when)
+    return Claim(ClaimOutcome(str(outcome)))
 
 
 def release_claim(task_id: str, actor: str) -> None:

@@ -167,7 +167,7 @@ def test_a_decision_while_the_broker_is_down_is_kept_and_the_run_resumes_later(w
     register(approval_spec(name))
     run, _ = submit_run(name, {"what": "x"})
     task = open_task_of(run.id)
-    dead = Celery("dead", broker="redis://127.0.0.1:1/0")
+    dead = Celery("dead", broker="redis://127.0.0.1:1/0", set_as_current=False)
     dead.conf.broker_connection_timeout = 0.5
     monkeypatch.setattr(broker, "_app", dead)
     decided = decide(task["id"], "approve", "alice")  # recorded, though nothing could be published

@@ -6,6 +6,7 @@ import uuid
 
 from orchestra import db
 from orchestra.audit import list_events, verify_chain
+from orchestra.broker import celery_app
 from orchestra.compiler import step_signature
 from orchestra.models import Run
 from orchestra.runs import submit_run
@@ -171,7 +172,7 @@ steps:
     wait_until(lambda: redis_client.get(f"{key}:gate:waiting") == "1", what="the run to reach its gate")
     assert redis_client.get(key) == "1"
     spec = get_workflow(name)
-    duplicates = [step_signature(spec, run.id, "effect").apply_async() for _ in range(3)]
+    duplicates = [step_signature(spec, run.id, "effect", app=celery_app()).apply_async() for _ in range(3)]
     for duplicate in duplicates:  # each is consumed by the worker's free slot while the run is still running
         duplicate.get(timeout=30)
     with db.read_session() as session:

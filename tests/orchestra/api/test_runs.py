@@ -219,7 +219,7 @@ def test_redis_down_gets_503_and_the_run_is_dispatched_after_it_returns(
 
     import orchestra.broker as broker
 
-    dead = Celery("dead", broker="redis://127.0.0.1:1/0")
+    dead = Celery("dead", broker="redis://127.0.0.1:1/0", set_as_current=False)
     dead.conf.broker_connection_timeout = 0.5
     monkeypatch.setattr(broker, "_app", dead)
     name = workflow()
