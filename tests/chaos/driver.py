@@ -286,8 +286,17 @@ class Batch:
 
     def _cancel_at_sleeper(self, state: RunState) -> None:
         step = state.plan.by_id.get(state.plan.cancel_at or "")
-        if step is not None and step.sleeper and not state.cancelled and self.server.started(state.run_id, step.id):
-            self._cancel(state)
+        if step is None or not step.sleeper or state.cancelled:
+            return
+        started = self.server.started(state.run_id, step.id)
+        if started is None:
+            return
+        if started.get("ended") is not None:  # the driver was held up past the whole sleep: not "in the middle"
+            state.cancelled, state.plan.cancel_at = True, None
+            self.batch_faults.append(f"cancel of seed {state.plan.seed} run {state.plan.index} missed: its sleeper "
+                                     "ended before the driver saw it start")
+            return
+        self._cancel(state)
 
     def _duplicate(self, state: RunState, rows: dict[tuple[str, int], StepRun]) -> None:
         for n, dup in enumerate(state.plan.duplicates):
