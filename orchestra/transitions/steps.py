@@ -91,7 +91,9 @@ def _plan_claim(tx: Tx, run_id: str, step_id: str, item: int) -> Claim:
         return Claim(Outcome.PASS)
     if row.is_item and parent.status != StepStatus.running.value:
         return Claim(Outcome.PASS)
-    if row.status == StepStatus.running.value and row.recoveries + 1 >= get_settings().max_recoveries:
+    # A running fan-out parent holds no lease of its own: claiming it again only re-sends its open items.
+    lapsed = row.status == StepStatus.running.value and (row.is_item or not step.for_each)
+    if lapsed and row.recoveries + 1 >= get_settings().max_recoveries:
         return _abandon(tx, run, row, parent)
     context = templates.step_context(run, rows.values(), row.input if row.is_item else None)
     try:

@@ -65,6 +65,11 @@ steps:
     with: {{key: {name}, fail_times: 5}}
     retry: {{attempts: 2, backoff: 100ms}}
 """)
+    warm_up = f"{name}-warm-up"
+    register(f"name: {warm_up}\nsteps: [{{id: only, uses: 'task:tests.support.steps.noop'}}]")
+    first, _ = submit_run(warm_up, {})
+    wait_until(lambda: _tasks_of(flower, first.id), timeout=60, what="Flower to capture task events")
+
     run, _ = submit_run(name, {})
     assert wait_for_run(run.id, statuses=("succeeded", "failed"))["status"] == "failed"
 
@@ -73,7 +78,7 @@ steps:
         states = sorted(t["state"] for t in seen.values())
         return seen if states == ["FAILURE", "SUCCESS"] else None
 
-    seen = wait_until(settled, timeout=30, what="Flower to see both steps end")
+    seen = wait_until(settled, timeout=30, what=f"Flower to see both steps end (it saw {_tasks_of(flower, run.id)})")
     good = next(t for args, t in seen.items() if "'good'" in args)
     bad = next(t for args, t in seen.items() if "'bad'" in args)
     assert good["state"] == "SUCCESS"
