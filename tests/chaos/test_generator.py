@@ -41,3 +41,29 @@ def test_every_generated_workflow_validates_and_every_outcome_and_fault_is_plann
     for kind in ("flushall", "kill_worker", "duplicate", "cancel", "kill_self", "kill_always", "timeout", "failure",
                  "rate_limited", "for_each", "join", "if", "task", "http", "human", "signal"):
         assert planned[kind] >= 5, (kind, planned)
+
+
+def test_the_audit_invariant_trips_on_an_altered_event_and_on_a_start_after_cancel() -> None:
+    from types import SimpleNamespace
+
+    from orchestra.audit import ChainHead, chain_event
+    from tests.chaos.oracle import Check
+
+    def trail(*types: tuple[str, str | None]) -> tuple[list[SimpleNamespace], str]:
+        head = ChainHead("run-1", 0, "")
+        events = [SimpleNamespace(**chain_event(head, t, step_id=sid)) for t, sid in types]
+        return events, head.hash
+
+    def audit(events: list[SimpleNamespace], head: str) -> list[tuple[str, str]]:
+        found: list[tuple[str, str]] = []
+        stub = SimpleNamespace(events=events, run=SimpleNamespace(audit_hash=head),
+                               fail=lambda invariant, detail: found.append((invariant, detail)))
+        Check.audit(stub)  # type: ignore[arg-type]
+        return found
+
+    events, head = trail(("run.submitted", None), ("step.started", "s0"), ("run.cancelled", None))
+    assert audit(events, head) == []
+    late, late_head = trail(("run.submitted", None), ("run.cancelled", None), ("step.started", "s1"))
+    assert audit(late, late_head) == [("audit", "step.started after run.cancelled (seq 2): ['s1@3']")]
+    events[1].payload = {"attempt": 2}
+    assert [i for i, _ in audit(events, head)] == ["audit"]
