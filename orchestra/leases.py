@@ -92,13 +92,16 @@ def renew_held() -> int:
 
 
 def _lose(row_ids: list[str]) -> None:
+    """Mark leases lost and stop their steps; a row released meanwhile (its step ended) is left alone."""
     with _lock:
-        for row_id in row_ids:
-            if row_id in _held:
-                _held[row_id].lost = True
-    log.warning("lost the lease on step rows %s (the run was cancelled, or another worker took it over); "
-                "stopping the step", ", ".join(row_ids))
-    interrupt()
+        still_held = [row_id for row_id in row_ids if row_id in _held]
+        for row_id in still_held:
+            _held[row_id].lost = True
+        if not still_held:
+            return
+        log.warning("lost the lease on step rows %s (the run was cancelled, or another worker took it over); "
+                    "stopping the step", ", ".join(still_held))
+        interrupt()  # under the lock: the step cannot be released, and the next one started, in between
 
 
 def interrupt() -> None:
